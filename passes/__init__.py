@@ -1,0 +1,1 @@
+"""Graph -> Graph passes (canonicalization, folding, compression), composed by the pass manager."""
