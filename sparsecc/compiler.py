@@ -1,0 +1,173 @@
+"""``sparsecc.compile`` / ``sparsecc.load``: capture -> canonicalize -> lower through TVM -> CompiledModel."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sparsecc import __version__
+from sparsecc.artifact import read_artifact, write_artifact
+from sparsecc.errors import InputError, ModelLoadError, SparseccError
+from sparsecc.ir.graph import Dim, Graph
+
+RUNNABLE_HERE = ("x86",)
+
+
+def capture(model: Any, example_inputs: Sequence[Any] | None = None,
+            input_shapes: Mapping[str, Sequence[Dim]] | None = None, dynamic_shapes: Any = None) -> Graph:
+    """Any supported model form -> sparsecc IR (before canonicalization)."""
+    import torch
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ModelLoadError(f"{path}: no such file")
+        if path.suffix == ".onnx":
+            from sparsecc.frontends.onnx import import_onnx
+
+            return import_onnx(str(path), input_shapes=input_shapes)
+        if path.suffix == ".pt2":
+            try:
+                ep = torch.export.load(str(path))
+            except Exception as e:  # torch raises many types for a bad archive
+                raise ModelLoadError(f"{path}: not a readable torch.export archive ({type(e).__name__}: {e})") \
+                    from None
+            model = ep
+        else:
+            raise ModelLoadError(f"{path}: unknown model format {path.suffix!r} (expected .onnx or .pt2)")
+    if isinstance(model, torch.export.ExportedProgram):
+        from sparsecc.frontends.torch import import_exported_program
+
+        return import_exported_program(model)
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise SparseccError("compiling an nn.Module needs example_inputs (a tuple of tensors)")
+        from sparsecc.frontends.torch import import_module
+
+        return import_module(model, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        from sparsecc.frontends.onnx import import_onnx
+
+        return import_onnx(model, input_shapes=input_shapes)
+    raise SparseccError(f"cannot compile a {type(model).__name__}: expected nn.Module, ExportedProgram, "
+                        "onnx.ModelProto or a path to .onnx/.pt2")
+
+
+class CompiledModel:
+    """A compiled model: call it, save it, inspect it.
+
+    Numpy in -> numpy out; torch in -> torch out. Only targets of this machine's kind run here
+    (x86; cuda where a GPU is present); an arm64 build is saved and run on the board.
+    """
+
+    def __init__(self, graph: Graph, lib_path: str, manifest: dict[str, Any]):
+        self.graph, self.lib_path, self.manifest = graph, lib_path, manifest
+        self._runner = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]["name"]
+
+    def runner(self):
+        if self._runner is None:
+            from sparsecc.backends.tvm.runtime import Runner
+
+            if self.target not in RUNNABLE_HERE and not (self.target == "cuda" and _has_cuda()):
+                raise SparseccError(f"this model is built for {self.target}; run it on such a device "
+                                    "(sparsecc run / run_scc.py there), or compile with target='x86' to run here")
+            self._runner = Runner(self.lib_path, [self.graph.types[i] for i in self.graph.inputs], self.output_names,
+                                  {k: p.data for k, p in self.graph.params.items()},
+                                  device="cuda" if self.target == "cuda" else "cpu", input_names=self.input_names)
+        return self._runner
+
+    def __call__(self, *inputs: Any) -> Any:
+        import torch
+
+        as_torch = any(isinstance(x, torch.Tensor) for x in inputs)
+        arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
+        outs = self.runner()(*arrays)
+        if as_torch:
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_artifact(path, self.graph, self.lib_path, self.manifest)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{i}: {self.graph.types[i]}" for i in self.input_names)
+        return f"CompiledModel({ins}) for {self.target}, {len(self.graph.nodes)} ops"
+
+
+def _has_cuda() -> bool:
+    import tvm
+
+    return tvm.cuda(0).exist
+
+
+def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str | dict = "x86",
+            compress: Any = None, budget: str | None = None, calibration: Any = None, *,
+            input_shapes: Mapping[str, Sequence[Dim]] | None = None, dynamic_shapes: Any = None,
+            graph: Graph | None = None) -> CompiledModel:
+    """Compiles ``model`` for ``target`` (see the README for every argument)."""
+    if compress is not None or budget is not None or calibration is not None:
+        raise SparseccError("compression (compress=/budget=/calibration=) is not implemented in this version; "
+                            "compile dense with compress=None")
+    from sparsecc.backends.tvm import build, target_info
+    from sparsecc.passes.pipeline import canonicalize
+
+    t0 = time.perf_counter()
+    if graph is None:
+        graph = capture(model, example_inputs, input_shapes, dynamic_shapes)
+    graph = canonicalize()(graph)
+    executable = build(graph, target)
+    info = target_info(target)
+    lib_dir = Path(tempfile.mkdtemp(prefix="sparsecc-"))
+    lib_path = str(lib_dir / "lib.so")
+    executable.export_library(lib_path, **({"cc": info["cc"]} if info.get("cc") else {}))
+    import tvm
+
+    manifest = {
+        "sparsecc_version": __version__,
+        "tvm_version": tvm.__version__,
+        "target": info,
+        "inputs": [_io(graph, i) for i in graph.inputs],
+        "outputs": [_io(graph, o) for o in graph.outputs],
+        "plan": [],
+        "metrics": {"compile_seconds": round(time.perf_counter() - t0, 3), "ops": len(graph.nodes),
+                    "param_bytes": int(sum(p.data.nbytes for p in graph.params.values()))},
+    }
+    return CompiledModel(graph, lib_path, manifest)
+
+
+def _io(graph: Graph, name: str) -> dict[str, Any]:
+    t = graph.types[name]
+    return {"name": name, "shape": list(t.shape), "dtype": t.dtype}
+
+
+def load(path: str | os.PathLike) -> CompiledModel:
+    """Loads a ``.scc`` artifact (every member's SHA-256 checked)."""
+    art = read_artifact(path)
+    return CompiledModel(art.graph, art.lib_path, art.manifest)
+
+
+def check_inputs(names: Sequence[str], given: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Orders named arrays by ``names``; a missing or unknown name is an InputError."""
+    missing = [n for n in names if n not in given]
+    extra = [n for n in given if n not in names]
+    if missing or extra:
+        raise InputError(f"inputs: missing {missing}, unexpected {extra}; the model takes {list(names)}")
+    return [given[n] for n in names]

