@@ -1,0 +1,129 @@
+"""The TVM build pipeline: sparsecc IR -> Relax -> TIR -> an executable for x86 / arm64 / cuda.
+
+Read top to bottom (cf. ``tvm/relax/backend/cpu_generic/pipeline.py``)::
+
+    to_relax            sparsecc.backends.tvm.lower: one Relax function, inputs then params as arguments
+    library_dispatch    sort/scan/sampling ops -> target libraries or scheduled TIR (cumsum on GPU)
+    legalize            Relax ops -> TIR PrimFuncs (LegalizeOps), op patterns annotated
+    fuse                FuseOps, FuseTIR: elementwise chains become one kernel (no FoldConstant: weights
+                        are arguments, not constants, and a folded empty constant breaks VM serialization)
+    schedule            where schedules plug in: dlight's default GPU rules on CUDA (thread binding);
+                        nothing yet on CPU (tuned/hand-written kernels go here)
+    lower_dataflow      Relax dataflow -> VM-ready calls
+    finalize            memory planning, VM shape lowering, global symbols
+    codegen             tvm.compile(..., relax_pipeline=None): TIR -> LLVM / CUDA, VM bytecode
+
+``build(graph, target)`` runs all of it; ``lower_graph(graph, target)`` stops before codegen (to inspect the IR).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from sparsecc.ir.graph import Graph
+
+from .targets import TargetLike, resolve_target
+
+
+def library_dispatch_passes(target: Any) -> list:
+    from tvm import relax
+
+    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
+
+
+def legalize_passes(target: Any) -> list:
+    from tvm import relax
+
+    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]
+
+
+def fuse_passes(target: Any) -> list:
+    from tvm import relax
+
+    return [relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
+def schedule_passes(target: Any) -> list:
+    """Schedules for the fused TIR functions. GPU code must bind threads, so CUDA gets dlight's default rules.
+    The CPU has no schedule yet: TVM's default TIR pipeline compiles the plain loops (correct, not fast)."""
+    if "gpu" not in target.keys:
+        return []
+    from tvm.s_tir import dlight as dl
+
+    return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                    dl.gpu.Fallback())]
+
+
+def dataflow_lower_passes(target: Any) -> list:
+    from tvm import relax
+
+    return [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
+            relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite()]
+
+
+def finalize_passes(target: Any) -> list:
+    from tvm import relax
+
+    passes = [relax.transform.StaticPlanBlockMemory()]
+    if "gpu" in target.keys:
+        passes.append(relax.transform.RewriteCUDAGraph())
+    return passes + [relax.transform.LowerAllocTensor(), relax.transform.KillAfterLastUse(),
+                     relax.transform.LowerRuntimeBuiltin(), relax.transform.ComputePrimValue(),
+                     relax.transform.VMShapeLower(), relax.transform.AttachGlobalSymbol()]
+
+
+STAGES: list[tuple[str, Callable[[Any], list]]] = [
+    ("library_dispatch", library_dispatch_passes),
+    ("legalize", legalize_passes),
+    ("fuse", fuse_passes),
+    ("schedule", schedule_passes),
+    ("lower_dataflow", dataflow_lower_passes),
+    ("finalize", finalize_passes),
+]
+"""The Relax-level stages between ``to_relax`` and codegen, in order: (name, passes for a target)."""
+
+STAGE_NAMES = ("to_relax",) + tuple(name for name, _ in STAGES) + ("codegen",)
+
+
+def lower_graph(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None):
+    """``graph`` through every stage but codegen: the IRModule ``tvm.compile`` will turn into code."""
+    import tvm
+
+    from .lower import to_relax
+
+    t = resolve_target(target)
+    clock = _Clock(timings)
+    with clock("to_relax"):
+        mod = to_relax(graph)
+    with t:
+        for name, passes in STAGES:
+            with clock(name):
+                mod = tvm.transform.Sequential(passes(t), name=name)(mod)
+    return mod
+
+
+def build(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None):
+    """Compiles ``graph`` for ``target`` into a Relax VM executable (``.export_library(path, cc=...)`` saves it;
+    ``relax.VirtualMachine(ex, dev)`` runs it). ``timings``, if given, receives seconds per stage."""
+    import tvm
+
+    t = resolve_target(target)
+    mod = lower_graph(graph, t, timings)
+    with _Clock(timings)("codegen"):
+        return tvm.compile(mod, t, relax_pipeline=None)
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+
+    def __call__(self, name: str) -> "_Clock":
+        self.name = name
+        return self
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.timings is not None:
+            self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.t0
