@@ -87,7 +87,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         w = OPS[node.op].compressible_weight
         if w is not None and node.inputs[w] in g.params:
             p = g.params[node.inputs[w]]
-            print(f"  {node.name:40} {node.op:7} {str(list(p.data.shape)):16} {p.encoding.kind:8} "
+            print(f"  {node.name:40} {node.op:7} {str(list(p.logical_shape)):16} {p.encoding.kind:8} "
                   f"{p.data.nbytes / 1e3:9.1f} kB")
     for k, v in m.get("metrics", {}).items():
         print(f"metric {k}: {v}")

@@ -126,13 +126,13 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     if compress is not None or budget is not None or calibration is not None:
         raise SparseccError("compression (compress=/budget=/calibration=) is not implemented in this version; "
                             "compile dense with compress=None")
-    from sparsecc.backends.tvm import build, target_info
+    from sparsecc.backends.tvm import build, prepare_graph, target_info
     from sparsecc.passes.pipeline import canonicalize
 
     t0 = time.perf_counter()
     if graph is None:
         graph = capture(model, example_inputs, input_shapes, dynamic_shapes)
-    graph = canonicalize()(graph)
+    graph = prepare_graph(canonicalize()(graph), target)
     executable = build(graph, target)
     info = target_info(target)
     lib_dir = Path(tempfile.mkdtemp(prefix="sparsecc-"))

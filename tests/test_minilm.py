@@ -41,7 +41,7 @@ def test_export_path_matches_pytorch(compiled, minilm_inputs, reference, rel_err
 def test_linear_layers_are_canonical(compiled):
     linears = [n for n in compiled.graph.nodes if n.op == "linear"]
     assert len(linears) == 6 * 6  # q, k, v, attention out, intermediate, output per layer
-    shapes = sorted({compiled.graph.params[n.inputs[1]].data.shape for n in linears})
+    shapes = sorted({compiled.graph.params[n.inputs[1]].logical_shape for n in linears})
     assert shapes == [(384, 384), (384, 1536), (1536, 384)]
 
 

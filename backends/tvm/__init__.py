@@ -1,6 +1,7 @@
 """The Apache TVM backend: sparsecc IR -> Relax -> compiled executable for x86, arm64 or CUDA.
 
     from sparsecc.backends.tvm import build, compile_graph, target_info
+    graph = prepare_graph(graph, "x86")          # weights in the layouts the target's kernels read
     ex = build(graph, "x86")                     # a Relax VM executable; ex.export_library("lib.so", cc=...)
     run = compile_graph(graph)                   # build + Runner with the graph's params: numpy in, numpy out
     outputs = run(*arrays)
@@ -15,13 +16,14 @@ from typing import Any
 
 from sparsecc.ir.graph import Graph
 
-from .pipeline import STAGE_NAMES, build, lower_graph
+from .pipeline import STAGE_NAMES, build, lower_graph, prepare_graph
 from .runtime import Runner
 from .targets import TARGET_NAMES, export_cc, resolve_target, target_info, target_name
 
 
 def compile_graph(graph: Graph, target: Any = "x86", device: str | None = None) -> Runner:
     """Builds ``graph`` for ``target`` and returns a ``Runner`` holding its params (for tests and quick use)."""
+    graph = prepare_graph(graph, target)
     ex = build(graph, target)
     if device is None:
         device = "cuda" if target_name(target) == "cuda" else "cpu"
@@ -38,4 +40,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["LOWERINGS", "Runner", "STAGE_NAMES", "TARGET_NAMES", "build", "compile_graph", "export_cc",
-           "lower_graph", "missing_lowerings", "resolve_target", "target_info", "target_name", "to_relax"]
+           "lower_graph", "missing_lowerings", "prepare_graph", "resolve_target", "target_info", "target_name", "to_relax"]

@@ -2,18 +2,20 @@
 
 Read top to bottom (cf. ``tvm/relax/backend/cpu_generic/pipeline.py``)::
 
+    relayout_weights    sparsecc IR -> IR (``prepare_graph``): CPU linear weights packed OI16o for their kernel
     to_relax            sparsecc.backends.tvm.lower: one Relax function, inputs then params as arguments
     library_dispatch    sort/scan/sampling ops -> target libraries or scheduled TIR (cumsum on GPU)
     legalize            Relax ops -> TIR PrimFuncs (LegalizeOps), op patterns annotated
     fuse                FuseOps, FuseTIR: elementwise chains become one kernel (no FoldConstant: weights
                         are arguments, not constants, and a folded empty constant breaks VM serialization)
-    schedule            where schedules plug in: dlight's default GPU rules on CUDA (thread binding);
-                        nothing yet on CPU (tuned/hand-written kernels go here)
+    schedule            CPU: sparsecc's kernel templates (``kernels/``: packed dense GEMM/GEMV with fused
+                        epilogue); CUDA: dlight's default GPU rules (thread binding)
     lower_dataflow      Relax dataflow -> VM-ready calls
     finalize            memory planning, VM shape lowering, global symbols
     codegen             tvm.compile(..., relax_pipeline=None): TIR -> LLVM / CUDA, VM bytecode
 
-``build(graph, target)`` runs all of it; ``lower_graph(graph, target)`` stops before codegen (to inspect the IR).
+``prepare_graph(graph, target)`` runs the IR stage and returns the graph whose params the executable takes (the
+artifact stores that graph); ``build(prepared, target)`` runs the rest; ``lower_graph`` stops before codegen.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any, Callable
 
 from sparsecc.ir.graph import Graph
 
+from .relayout import relayout_weights
 from .targets import TargetLike, resolve_target
 
 
@@ -44,11 +47,14 @@ def fuse_passes(target: Any) -> list:
 
 
 def schedule_passes(target: Any) -> list:
-    """Schedules for the fused TIR functions. GPU code must bind threads, so CUDA gets dlight's default rules.
-    The CPU has no schedule yet: TVM's default TIR pipeline compiles the plain loops (correct, not fast)."""
-    if "gpu" not in target.keys:
-        return []
+    """Schedules for the fused TIR functions. CPU: the kernel templates; PrimFuncs none matches keep TVM's
+    default loops (correct, not fast). GPU code must bind threads, so CUDA gets dlight's default rules."""
     from tvm.s_tir import dlight as dl
+
+    if "gpu" not in target.keys:
+        from .kernels import CPU_RULES
+
+        return [dl.ApplyDefaultSchedule(*CPU_RULES)]
 
     return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
                                     dl.gpu.Fallback())]
@@ -83,6 +89,11 @@ STAGES: list[tuple[str, Callable[[Any], list]]] = [
 """The Relax-level stages between ``to_relax`` and codegen, in order: (name, passes for a target)."""
 
 STAGE_NAMES = ("to_relax",) + tuple(name for name, _ in STAGES) + ("codegen",)
+
+
+def prepare_graph(graph: Graph, target: TargetLike = "x86") -> Graph:
+    """The IR-level stage: ``graph`` with its weights in the layouts the target's kernels read."""
+    return relayout_weights(graph, target)
 
 
 def lower_graph(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None):

@@ -10,15 +10,19 @@ from sparsecc.errors import InputError, UnsupportedOpError
 from sparsecc.interpreter.torch_ops import TORCH_OPS, torch_dtype
 from sparsecc.ir.dims import bind_symbols, eval_dim
 from sparsecc.ir.graph import Graph, Node, Param
+from sparsecc.ir.layouts import unpack
 
 SHAPE_ATTRS = ("shape",)  # attributes that may hold symbolic dims, resolved per call
 
 
 def param_tensor(param: Param) -> torch.Tensor:
-    """The dense tensor a param stands for. Compressed encodings decode here exactly as their kernels do."""
+    """The dense tensor a param stands for. Compressed encodings decode here exactly as their kernels do;
+    a packed layout (``sparsecc.ir.layouts``) is unpacked."""
     if param.encoding.kind != "dense":
         raise UnsupportedOpError(f"encoding {param.encoding.kind}", detail="the interpreter has no decoder for it")
-    return torch.from_numpy(np.array(param.data, copy=True))
+    layout = param.encoding.meta.get("layout")
+    data = unpack(param.data, layout) if layout else np.array(param.data, copy=True)
+    return torch.from_numpy(data)
 
 
 class Interpreter:

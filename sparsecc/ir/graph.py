@@ -18,6 +18,8 @@ from typing import Any, Iterable, Union
 
 import numpy as np
 
+from sparsecc.ir.layouts import logical_shape
+
 Dim = Union[int, str]
 """A dimension: a static size, or a symbol / product of symbols like ``"batch"`` or ``"batch*seq"``."""
 
@@ -65,6 +67,11 @@ class Param:
     @property
     def type(self) -> TensorType:
         return TensorType(tuple(self.data.shape), dtype_name(self.data.dtype))
+
+    @property
+    def logical_shape(self) -> tuple[int, ...]:
+        """The shape the param stands for: its array may be stored packed (``sparsecc.ir.layouts``)."""
+        return logical_shape(tuple(self.data.shape), self.encoding.meta.get("layout"))
 
 
 @dataclass

@@ -1,0 +1,93 @@
+"""``linear`` on a weight packed as ``[O/b, I, b]`` (layout ``OI{b}o``, see ``sparsecc.ir.layouts``).
+
+The schedule keeps an ``rows x b`` tile of outputs in vector registers while it walks the reduction axis:
+each step broadcasts one input element per row and does one b-wide FMA per row against the packed weight
+row, which streams contiguously from memory. Batch 1 (GEMV) uses one row per tile and is bound by weight
+bandwidth; larger batches reuse each loaded weight vector ``rows`` times. Output tiles run in parallel.
+Any elementwise epilogue FuseOps attached (bias, activation, residual add) is inlined into the tile's
+write-back, so it costs no extra pass over memory.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, te, tirx
+from tvm.sym import Analyzer
+from tvm.s_tir import dlight as dl
+from tvm.target import Target
+
+DENSE_BLOCK = "sparsecc_dense_packed"
+"""Name of the reduction block the rule looks for."""
+
+ROWS = (6, 8, 4)
+"""Candidate output rows per register tile, best first: 6-8 rows x 16 lanes keep 6-8 independent accumulators
+in flight per broadcast, enough to hide FMA latency."""
+
+
+def dense_packed(x: te.Tensor, w: te.Tensor, bias: te.Tensor | None = None) -> te.Tensor:
+    """``y[..., o] = sum_i x[..., i] * w[o // b, i, o % b] (+ bias[o])`` for ``x`` of any rank >= 2."""
+    *lead, k = x.shape
+    blocks, _, b = w.shape
+    r = te.reduce_axis((0, k), name="k")
+    y = te.compute((*lead, blocks * b), lambda *i: te.sum(x[(*i[:-1], r)] * w[i[-1] // b, r, i[-1] % b], axis=r),
+                   name=DENSE_BLOCK)
+    if bias is None:
+        return y
+    return te.compute(y.shape, lambda *i: y[i] + bias[i[-1]], name="bias_add")
+
+
+def _rows(extent: tirx.PrimExpr) -> int:
+    """Rows per register tile: one for GEMV; else a count that divides the row extent when one does (a symbolic
+    ``batch*128`` included), so tiles need no bounds check."""
+    if isinstance(extent, tirx.IntImm) and int(extent) == 1:
+        return 1
+    analyzer = Analyzer()
+    return next((r for r in ROWS if analyzer.can_prove(tirx.floormod(extent, r) == 0)), ROWS[0])
+
+
+class PackedDense(dl.ScheduleRule):
+    """Schedules a PrimFunc whose first reduction block is ``DENSE_BLOCK`` followed only by elementwise blocks."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            dense = sch.get_sblock(DENSE_BLOCK)
+        except s_tir.ScheduleError:
+            return None
+        lanes = int(sch.get(dense).reads[-1].source.shape[2])  # reads: x[..., k], then w[o // b, k, o % b]
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        # Inline the fused neighbours: a reshape/cast feeding x (read in place) and the epilogue's
+        # intermediates (GELU reads its input twice), so one write-back block remains to fold them into.
+        for block in blocks[:-1]:
+            if sch.get(block).name_hint != DENSE_BLOCK:
+                try:
+                    sch.compute_inline(block)
+                except s_tir.ScheduleError:
+                    pass
+        out = sch.cache_write(dense, 0, "global")  # a small "global" buffer becomes a stack alloca that LLVM
+        # promotes to registers; TVM serves "local" ones from its workspace pool, where the stores stay
+        consumers = sch.get_consumers(out)
+        if len(consumers) > 1:
+            return None
+        if consumers:
+            try:
+                sch.reverse_compute_inline(consumers[0])
+            except s_tir.ScheduleError:
+                return None
+        *outer, m, n = sch.get_loops(out)  # tiles: one row block of the last leading axis x one lane block
+        rows = _rows(sch.get(m).extent)
+        mo, mi = sch.split(m, [None, rows])
+        no, ni = sch.split(n, [None, lanes])
+        sch.reorder(*outer, mo, no, mi, ni)
+        sch.compute_at(dense, no)
+        inner = sch.get_loops(dense)[len(outer) + 2:]  # [row (absent when rows == 1), lane, k]
+        sch.reorder(inner[-1], *inner[:-1])
+        sch.vectorize(inner[-2])
+        if len(inner) == 3:
+            sch.unroll(inner[0])
+        sch.vectorize(ni)
+        sch.parallel(sch.fuse(*outer, mo, no))
+        init = sch.decompose_reduction(dense, inner[-1])
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+

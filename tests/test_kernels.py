@@ -1,0 +1,98 @@
+"""CPU kernel templates (backends/tvm/kernels) against numpy, and the weight re-layout they rely on.
+
+Odd shapes on purpose: rows not a multiple of the register tile, K not a multiple of anything, batch 1 (GEMV) and
+batch > 1, symbolic leading dims, fused epilogues; plus the cases where packing must not happen.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparsecc.backends.tvm import compile_graph, lower_graph, prepare_graph
+from sparsecc.interpreter import run_graph
+from sparsecc.ir.graph import Graph, TensorType
+from sparsecc.ir.layouts import logical_shape, pack, unpack
+
+RNG = np.random.default_rng(0)
+
+
+def linear_graph(shape, k, n, *, bias=True, act=None):
+    g = Graph()
+    g.add_input("x", TensorType(tuple(shape) + (k,), "float32"))
+    w = g.add_param("w", RNG.standard_normal((n, k)).astype("float32"))
+    ins = ["x", w] + ([g.add_param("b", RNG.standard_normal(n).astype("float32"))] if bias else [])
+    out = TensorType(tuple(shape) + (n,), "float32")
+    (y,) = g.add_node("linear", ins, [out])
+    if act:
+        (y,) = g.add_node(act, [y], [out])
+    g.outputs = [y]
+    return g
+
+
+def reference(g, x):
+    w = g.params["w"].data.astype(np.float64)
+    y = x.astype(np.float64) @ w.T + (g.params["b"].data if "b" in g.params else 0)
+    return y
+
+
+@pytest.mark.parametrize("shape,k,n,bias", [
+    ((1,), 4096, 1024, True),      # GEMV, K larger than one tile of anything
+    ((1,), 37, 48, False),         # GEMV, odd K
+    ((5,), 129, 32, True),         # rows not a multiple of the 6/8/4-row tile
+    ((128,), 384, 64, True),       # rows divisible by 8
+    ((2, 7), 33, 16, True),        # two leading dims, odd rows and K
+    (("batch", 9), 65, 80, False),  # symbolic leading dim
+])
+def test_packed_dense_matches_numpy(shape, k, n, bias):
+    g = linear_graph(shape, k, n, bias=bias)
+    run = compile_graph(g)
+    concrete = tuple(3 if d == "batch" else d for d in shape)
+    x = RNG.standard_normal(concrete + (k,)).astype("float32")
+    out = run(x)[0]
+    ref = reference(g, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_fused_gelu_epilogue_and_schedule_applied():
+    g = linear_graph(("batch", 16), 64, 96, act="gelu")
+    prepared = prepare_graph(g, "x86")
+    mod = lower_graph(prepared, "x86")
+    dense_funcs = [f for gv, f in mod.functions.items() if "dense" in gv.name_hint]
+    assert len(dense_funcs) == 1 and dense_funcs[0].attrs["tirx.is_scheduled"]
+    assert "gelu" in [gv.name_hint for gv in mod.functions if "dense" in gv.name_hint][0]  # the epilogue is fused
+    x = RNG.standard_normal((2, 16, 64)).astype("float32")
+    out = compile_graph(g)(x)[0]
+    np.testing.assert_allclose(out, run_graph(g, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_relayout_packs_only_what_its_kernel_reads():
+    g = linear_graph((4,), 32, 48)
+    # a second, non-linear user of a weight (tied embedding) keeps it unpacked
+    tied = Graph()
+    tied.add_input("ids", TensorType((4,), "int64"))
+    w = tied.add_param("w", RNG.standard_normal((48, 32)).astype("float32"))
+    (e,) = tied.add_node("gather", [w, "ids"], [TensorType((4, 32), "float32")])
+    (y,) = tied.add_node("linear", [e, w], [TensorType((4, 48), "float32")])
+    tied.outputs = [y]
+    odd = linear_graph((4,), 32, 10)  # 10 outputs: not a multiple of the 16-lane block
+
+    packed = prepare_graph(g, "x86")
+    assert packed.params["w"].encoding.meta == {"layout": "OI16o"}
+    assert packed.params["w"].data.shape == (3, 32, 16) and g.params["w"].data.shape == (48, 32)  # input untouched
+    assert prepare_graph(tied, "x86").params["w"].encoding.meta == {}
+    assert prepare_graph(odd, "x86").params["w"].encoding.meta == {}
+    assert prepare_graph(g, "cuda").params["w"].encoding.meta == {}  # GPU kernels read [O, I]
+    x = RNG.standard_normal((4, 32)).astype("float32")
+    np.testing.assert_array_equal(run_graph(packed, x)[0], run_graph(g, x)[0])  # the interpreter unpacks
+
+
+def test_layout_round_trip():
+    w = RNG.standard_normal((64, 7)).astype("float32")
+    p = pack(w, "OI16o")
+    assert p.shape == (4, 7, 16) and logical_shape(p.shape, "OI16o") == (64, 7)
+    np.testing.assert_array_equal(unpack(p, "OI16o"), w)
+    assert p[1, 3, 5] == w[16 + 5, 3]
+    with pytest.raises(ValueError, match="multiple of 16"):
+        pack(w[:10], "OI16o")
+    with pytest.raises(ValueError, match="unknown weight layout"):
+        pack(w, "NCHW")
