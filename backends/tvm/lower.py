@@ -721,8 +721,13 @@ def _acc_dtype(dt: str) -> str | None:
 
 @lowering("matmul")
 def _matmul(cx: Lowering, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    from .kernels import LANES, batch_matmul
+
     a, b = promote(cx, a, b)
     dt = dtype_of(a)
+    n = shape_of(b)[-1]
+    if dt == "float32" and rank_of(a) >= 2 and rank_of(b) >= 2 and isinstance(n, int) and n % LANES == 0:
+        return cx.te(batch_matmul, a, b, name="matmul")  # the register-tiled template (kernels/matmul.py)
     return cast(cx, cx.emit(R.matmul(a, b, out_dtype=_acc_dtype(dt))), dt)
 
 
@@ -743,7 +748,7 @@ def _param_layout(cx: Lowering, name: str) -> str | None:
 
 
 def _linear_packed(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None) -> relax.Expr:
-    """``linear`` on an ``OI{b}o``-packed weight: the ``kernels.dense`` template (tiles rows of x's last leading
+    """``linear`` on an ``OI{b}o``-packed weight: the ``kernels.matmul`` template (tiles rows of x's last leading
     axis, so a symbolic batch in front keeps the register tile's bounds static)."""
     from .kernels import dense_packed
 

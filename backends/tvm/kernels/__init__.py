@@ -4,16 +4,17 @@ Each template is a TE compute (what the kernel computes, emitted by the lowering
 ``ScheduleRule`` (how it runs, applied in the pipeline's ``schedule`` stage). A rule recognises its kernel by the
 name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) is still found and scheduled.
 
-    dense.py        linear on a packed weight (layout OI16o): register-blocked GEMM / streaming GEMV, fused epilogue
+    matmul.py       linear on a packed weight (layout OI16o) and batched matmul of activations: register-tiled
+                    GEMM / streaming GEMV with the elementwise epilogue fused
     elementwise.py  injective PrimFuncs: one flat parallel + vectorised loop
     (dlight)        reductions with injective neighbours (softmax, layer norm): ``dlight.cpu.Reduction``
 """
 from tvm.s_tir import dlight as dl
 
-from .dense import DENSE_BLOCK, PackedDense, dense_packed
 from .elementwise import Injective
+from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
 
-CPU_RULES = (PackedDense(), dl.cpu.Reduction(), Injective())
+CPU_RULES = (RegisterTiledMatmul(), dl.cpu.Reduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "DENSE_BLOCK", "Injective", "PackedDense", "dense_packed"]
+__all__ = ["CPU_RULES", "LANES", "Injective", "RegisterTiledMatmul", "batch_matmul", "dense_packed"]

@@ -1,11 +1,12 @@
-"""``linear`` on a weight packed as ``[O/b, I, b]`` (layout ``OI{b}o``, see ``sparsecc.ir.layouts``).
+"""Register-tiled matrix products on CPU: ``linear`` on a packed weight, and batched ``matmul`` of two activations.
 
-The schedule keeps an ``rows x b`` tile of outputs in vector registers while it walks the reduction axis:
-each step broadcasts one input element per row and does one b-wide FMA per row against the packed weight
-row, which streams contiguously from memory. Batch 1 (GEMV) uses one row per tile and is bound by weight
-bandwidth; larger batches reuse each loaded weight vector ``rows`` times. Output tiles run in parallel.
-Any elementwise epilogue FuseOps attached (bias, activation, residual add) is inlined into the tile's
-write-back, so it costs no extra pass over memory.
+Both kernels read their right operand ``b`` lanes at a time from contiguous memory: a weight packed as
+``[O/b, I, b]`` (layout ``OI{b}o``, see ``sparsecc.ir.layouts``), or a row-major ``[..., K, N]`` activation whose
+rows are contiguous already. The schedule keeps a ``rows x lanes`` tile of outputs in vector registers while it
+walks the reduction axis: each step broadcasts one left element per row and does one lane-wide FMA per row.
+Batch 1 (GEMV) uses one row per tile and is bound by weight bandwidth; larger batches reuse each loaded vector
+``rows`` times. Output tiles run in parallel. Any elementwise epilogue FuseOps attached (bias, activation,
+residual add) is inlined into the tile's write-back, so it costs no extra pass over memory.
 """
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 DENSE_BLOCK = "sparsecc_dense_packed"
-"""Name of the reduction block the rule looks for."""
+MATMUL_BLOCK = "sparsecc_matmul"
+"""Names of the reduction blocks the rule looks for."""
+
+LANES = 16
+"""Output columns per register tile for ``matmul`` (one AVX-512 float32 vector; ``linear`` takes its weight's block)."""
 
 ROWS = (6, 8, 4)
 """Candidate output rows per register tile, best first: 6-8 rows x 16 lanes keep 6-8 independent accumulators
@@ -34,6 +39,30 @@ def dense_packed(x: te.Tensor, w: te.Tensor, bias: te.Tensor | None = None) -> t
     return te.compute(y.shape, lambda *i: y[i] + bias[i[-1]], name="bias_add")
 
 
+def batch_matmul(a: te.Tensor, b: te.Tensor) -> te.Tensor:
+    """numpy ``a @ b`` for operands of rank >= 2, batch dims broadcast."""
+    *batch_a, m, k = a.shape
+    *batch_b, _, n = b.shape
+    rank = max(len(batch_a), len(batch_b))
+    batch = []
+    for i in range(rank):
+        da = batch_a[i - rank + len(batch_a)] if i >= rank - len(batch_a) else 1
+        db = batch_b[i - rank + len(batch_b)] if i >= rank - len(batch_b) else 1
+        batch.append(db if _is_one(da) else da)
+
+    def index(batch_dims: list, idx: tuple) -> list:
+        off = rank - len(batch_dims)
+        return [0 if _is_one(d) else idx[off + j] for j, d in enumerate(batch_dims)]
+
+    r = te.reduce_axis((0, k), name="k")
+    return te.compute((*batch, m, n), lambda *i: te.sum(
+        a[(*index(batch_a, i), i[-2], r)] * b[(*index(batch_b, i), r, i[-1])], axis=r), name=MATMUL_BLOCK)
+
+
+def _is_one(d: tirx.PrimExpr) -> bool:
+    return isinstance(d, (int, tirx.IntImm)) and int(d) == 1
+
+
 def _rows(extent: tirx.PrimExpr) -> int:
     """Rows per register tile: one for GEMV; else a count that divides the row extent when one does (a symbolic
     ``batch*128`` included), so tiles need no bounds check."""
@@ -43,23 +72,24 @@ def _rows(extent: tirx.PrimExpr) -> int:
     return next((r for r in ROWS if analyzer.can_prove(tirx.floormod(extent, r) == 0)), ROWS[0])
 
 
-class PackedDense(dl.ScheduleRule):
-    """Schedules a PrimFunc whose first reduction block is ``DENSE_BLOCK`` followed only by elementwise blocks."""
+class RegisterTiledMatmul(dl.ScheduleRule):
+    """Schedules a PrimFunc holding a ``DENSE_BLOCK`` or ``MATMUL_BLOCK`` plus elementwise neighbours."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        try:
-            dense = sch.get_sblock(DENSE_BLOCK)
-        except s_tir.ScheduleError:
+        dense = _find_block(sch, DENSE_BLOCK, MATMUL_BLOCK)
+        if dense is None:
             return None
-        lanes = int(sch.get(dense).reads[-1].source.shape[2])  # reads: x[..., k], then w[o // b, k, o % b]
+        name = sch.get(dense).name_hint
+        # dense reads x[..., k], then w[o // b, k, o % b]: the weight's block is the lane count
+        lanes = int(sch.get(dense).reads[-1].source.shape[2]) if name == DENSE_BLOCK else LANES
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         # Inline the fused neighbours: a reshape/cast feeding x (read in place) and the epilogue's
         # intermediates (GELU reads its input twice), so one write-back block remains to fold them into.
         for block in blocks[:-1]:
-            if sch.get(block).name_hint != DENSE_BLOCK:
+            if sch.get(block).name_hint != name:
                 try:
                     sch.compute_inline(block)
                 except s_tir.ScheduleError:
@@ -91,3 +121,12 @@ class PackedDense(dl.ScheduleRule):
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
 
+
+
+def _find_block(sch: s_tir.Schedule, *names: str) -> s_tir.schedule.SBlockRV | None:
+    for name in names:
+        try:
+            return sch.get_sblock(name)
+        except s_tir.ScheduleError:
+            continue
+    return None
