@@ -794,6 +794,11 @@ def _conv_core(cx: Lowering, x: relax.Expr, weight: relax.Expr, strides: Sequenc
                dilations: Sequence[int], groups: int) -> relax.Expr:
     n = _spatial(cx, x)
     dt = dtype_of(x)
+    if n == 2 and dt == "float32" and all(isinstance(d, int) for d in shape_of(x)[1:] + shape_of(weight)):
+        from .kernels import conv2d_direct  # the vectorised template (kernels/conv.py)
+
+        return cx.te(conv2d_direct, x, cast(cx, weight, dt), list(strides), list(pads), list(dilations), groups,
+                     name="conv2d")
     data_layout, kernel_layout = _LAYOUTS[n]
     y = cx.emit(_CONV[n](x, cast(cx, weight, dt), strides=list(strides), padding=list(pads),
                          dilation=list(dilations), groups=groups, data_layout=data_layout,

@@ -109,15 +109,14 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         mo, mi = sch.split(m, [None, rows])
         no, ni = sch.split(n, [None, lanes])
         sch.reorder(*outer, mo, no, mi, ni)
-        sch.compute_at(dense, no)
-        inner = sch.get_loops(dense)[len(outer) + 2:]  # [row (absent when rows == 1), lane, k]
-        sch.reorder(inner[-1], *inner[:-1])
-        sch.vectorize(inner[-2])
-        if len(inner) == 3:
-            sch.unroll(inner[0])
+        sch.compute_at(dense, no, preserve_unit_loops=True)
+        *_, row, lane, k = sch.get_loops(dense)  # one loop per block var, unit ones kept: ..., m, n, k
+        sch.reorder(k, row, lane)
+        sch.vectorize(lane)
+        sch.unroll(row)
         sch.vectorize(ni)
         sch.parallel(sch.fuse(*outer, mo, no))
-        init = sch.decompose_reduction(dense, inner[-1])
+        init = sch.decompose_reduction(dense, k)
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
 

@@ -1,0 +1,98 @@
+"""Direct 2-D convolution on CPU (NCHW, float32), vectorised along the output width.
+
+A register tile holds ``rows`` output channels x ``lanes`` consecutive output pixels of one output row. Each
+step of the reduction (input channel, kernel row, kernel column) loads one vector of input pixels (contiguous
+for stride 1) and does one FMA per output channel with that channel's weight broadcast from memory, so the
+weights need no re-layout and the activations stay NCHW (no layout conversions around each conv). The
+zero-padded input is materialised once per call by a parallel copy, so the inner loop has no bounds checks.
+Grouped and depthwise convolutions use the same tile: each output channel reads its group's input channels.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from tvm import s_tir, te, tirx, topi
+from tvm.s_tir import dlight as dl
+from tvm.target import Target
+
+CONV_BLOCK = "sparsecc_conv2d"
+PAD_BLOCK = "sparsecc_conv2d_pad"
+ROWS = (6, 8, 4, 3, 2, 1)
+"""Output channels per register tile, best first; the first that divides the channel count is taken (no tail)."""
+
+
+def conv2d_direct(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Sequence[int],
+                  dilations: Sequence[int], groups: int) -> te.Tensor:
+    """``y[n, o, h, v] = sum_{c, i, j} xpad[n, g(o)*cg + c, h*sh + i*dh, v*sw + j*dw] * w[o, c, i, j]``."""
+    n, _, height, width = x.shape
+    out_ch, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    og = out_ch // groups
+    if any(pads):
+        x = topi.nn.pad(x, [0, 0, pads[0], pads[1]], [0, 0, pads[2], pads[3]], name=PAD_BLOCK)
+    oh = (height + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (width + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    c = te.reduce_axis((0, cg), name="c")
+    i = te.reduce_axis((0, kh), name="i")
+    j = te.reduce_axis((0, kw), name="j")
+    return te.compute((n, out_ch, oh, ow), lambda b, o, h, v: te.sum(
+        x[b, o // og * cg + c, h * sh + i * dh, v * sw + j * dw] * w[o, c, i, j], axis=[c, i, j]), name=CONV_BLOCK)
+
+
+def _lanes(width: int) -> int:
+    """Pixels per vector: the whole row when it fits one vector, else the largest divisor in 8..16 (no tail)."""
+    if width <= 16:
+        return width
+    return next((d for d in range(16, 7, -1) if width % d == 0), 16)
+
+
+class DirectConv2D(dl.ScheduleRule):
+    """Schedules a PrimFunc holding ``CONV_BLOCK`` (plus its pad and an elementwise epilogue)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            conv = sch.get_sblock(CONV_BLOCK)
+        except s_tir.ScheduleError:
+            return None
+        pad = None
+        for block in sch.get_child_blocks(sch.get_sblock("root"))[:-1]:
+            name = sch.get(block).name_hint
+            if name == PAD_BLOCK:
+                pad = block
+            elif name != CONV_BLOCK:
+                try:
+                    sch.compute_inline(block)  # epilogue intermediates, a cast feeding the input
+                except s_tir.ScheduleError:
+                    pass
+        out = sch.cache_write(conv, 0, "global")  # small "global" scratch: a stack alloca kept in registers
+        consumers = sch.get_consumers(out)
+        if len(consumers) > 1:
+            return None
+        if consumers:
+            try:
+                sch.reverse_compute_inline(consumers[0])
+            except s_tir.ScheduleError:
+                return None
+        b, o, h, v = sch.get_loops(out)
+        channels = int(sch.get(o).extent)
+        rows = next(r for r in ROWS if channels % r == 0)  # each row finds its own group's input: any count works
+        lanes = _lanes(int(sch.get(v).extent))
+        oo, oi = sch.split(o, [None, rows])
+        vo, vi = sch.split(v, [None, lanes])
+        sch.reorder(b, oo, h, vo, oi, vi)
+        sch.compute_at(conv, vo, preserve_unit_loops=True)
+        _, row, _, lane, *reduce = sch.get_loops(conv)[4:]  # one loop per block var (unit ones kept): b o h v c i j
+        sch.reorder(*reduce, row, lane)
+        sch.vectorize(lane)
+        sch.unroll(row)
+        sch.vectorize(vi)
+        sch.parallel(sch.fuse(b, oo, h))
+        sch.decompose_reduction(conv, reduce[0])
+        if pad is not None:
+            loops = sch.get_loops(pad)
+            sch.parallel(sch.fuse(*loops[:-1]))
+        return sch
+
