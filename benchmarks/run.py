@@ -1,0 +1,175 @@
+"""Latency of sparsecc vs PyTorch eager, torch.compile, ONNX Runtime and TVM's default pipeline, in one run.
+
+    .venv/bin/python -m benchmarks.run                      # every workload, results in benchmarks/results/
+    .venv/bin/python -m benchmarks.run -w minilm_b1 -r sparsecc -r pytorch_eager
+
+Each runtime is warmed up, then timed for at least ``--min-repeat`` calls and about ``--seconds`` seconds; the
+table reports the median and p90 (ms), the median's 95% confidence interval, the ratio to PyTorch eager
+measured in the same run (lower is faster), and each output's max relative difference to eager. A runtime that
+fails is reported with its error, not dropped. Machines here are shared: trust ratios, not absolute times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sparsecc.bench import time_fn
+
+from .models import WORKLOADS
+from .runtimes import RUNTIMES, first_output
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def measure(fn, seconds: float, min_repeat: int) -> dict:
+    for _ in range(3):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    repeat = int(min(500, max(min_repeat, seconds / max(once, 1e-6))))
+    return time_fn(fn, repeat=repeat, warmup=0)
+
+
+def bench_workload(name: str, runtimes: list[str], seconds: float, min_repeat: int, workdir: Path) -> dict:
+    w = WORKLOADS[name]()
+    print(f"[bench] {w.name}: inputs {[list(a.shape) for a in w.inputs]}", flush=True)
+    rows, reference = {}, None
+    for rt in runtimes:
+        try:
+            t0 = time.perf_counter()
+            fn = RUNTIMES[rt](w, workdir)
+            out = first_output(fn())
+            prepare_s = time.perf_counter() - t0
+            stats = measure(fn, seconds, min_repeat)
+        except Exception as e:  # a runtime that cannot run this model is a result too
+            rows[rt] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+            print(f"[bench]   {rt:14} FAILED {rows[rt]['error']}", flush=True)
+            traceback.print_exc(limit=1)
+            continue
+        if rt == "pytorch_eager":
+            reference = out
+        rel = (float(np.abs(out.astype(np.float64) - reference).max() / max(np.abs(reference).max(), 1e-30))
+               if reference is not None and out.shape == reference.shape else None)
+        rows[rt] = {**stats, "prepare_s": round(prepare_s, 2), "max_rel_diff_vs_eager": rel}
+        print(f"[bench]   {rt:14} median {stats['median_ms']:9.3f} ms  p90 {stats['p90_ms']:9.3f} ms  "
+              f"(n={stats['repeat']}, prepare {prepare_s:.1f} s)", flush=True)
+    base = rows.get("pytorch_eager", {}).get("median_ms")
+    for r in rows.values():
+        if base and "median_ms" in r:
+            r["ratio_vs_eager"] = r["median_ms"] / base
+    return {"workload": w.name, "inputs": [list(a.shape) for a in w.inputs], "runtimes": rows}
+
+
+def gemv_bandwidth(seconds: float, min_repeat: int) -> dict:
+    """Batch-1 linear on a 4096x4096 fp32 weight (64 MiB, bigger than L3) vs the machine's streaming-read
+    bandwidth measured the same way (a parallel sum over a 256 MiB array), both in GB/s."""
+    import sparsecc
+    from sparsecc.ir.graph import Graph, TensorType
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4096, 4096)).astype(np.float32)
+    g = Graph(name="gemv")
+    g.add_input("x", TensorType((1, 4096), "float32"))
+    p = g.add_param("w", w)
+    (y,) = g.add_node("linear", ["x", p], [TensorType((1, 4096), "float32")])
+    g.outputs = [y]
+    runner = sparsecc.compile(None, graph=g, target="x86").runner()
+    x = rng.standard_normal((1, 4096)).astype(np.float32)
+    ours = measure(lambda: runner(x), seconds, min_repeat)
+    wt, xt = torch.from_numpy(w), torch.from_numpy(x)
+    eager = measure(lambda: torch.nn.functional.linear(xt, wt), seconds, min_repeat)
+    big = torch.ones(64 * 1024 * 1024)  # 256 MiB
+    read = measure(lambda: big.sum(), seconds, min_repeat)
+    gbs = lambda nbytes, s: nbytes / (s["median_ms"] / 1e3) / 1e9  # noqa: E731
+    return {"weight_bytes": w.nbytes, "sparsecc_ms": ours["median_ms"], "pytorch_ms": eager["median_ms"],
+            "sparsecc_GBps": gbs(w.nbytes, ours), "pytorch_GBps": gbs(w.nbytes, eager),
+            "stream_read_GBps": gbs(big.numel() * 4, read),
+            "fraction_of_stream": gbs(w.nbytes, ours) / gbs(big.numel() * 4, read)}
+
+
+def write_results(doc: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(doc, indent=1))
+    runtimes = list(RUNTIMES)
+    lines = ["# Latency: sparsecc vs PyTorch eager, torch.compile, ONNX Runtime, TVM default", "",
+             f"{doc['machine']}, {doc['date']}. Median ms (ratio to PyTorch eager in the same run; < 1 is faster). "
+             "`python -m benchmarks.run` regenerates this.", "",
+             "| workload | " + " | ".join(runtimes) + " |", "|---" * (len(runtimes) + 1) + "|"]
+    for wl in doc["workloads"]:
+        cells = []
+        for rt in runtimes:
+            r = wl["runtimes"].get(rt)
+            if r is None:
+                cells.append("-")
+            elif "error" in r:
+                cells.append(f"failed ({r['error'][:60]})")
+            else:
+                cells.append(f"{r['median_ms']:.2f} ({r.get('ratio_vs_eager', float('nan')):.2f}x)")
+        lines.append(f"| {wl['workload']} | " + " | ".join(cells) + " |")
+    if "gemv" in doc:
+        gv = doc["gemv"]
+        lines += ["", "## Batch-1 GEMV, 4096x4096 fp32 (64 MiB weight)", "",
+                  f"sparsecc {gv['sparsecc_ms']:.3f} ms = {gv['sparsecc_GBps']:.1f} GB/s; PyTorch "
+                  f"{gv['pytorch_ms']:.3f} ms = {gv['pytorch_GBps']:.1f} GB/s; streaming read "
+                  f"{gv['stream_read_GBps']:.1f} GB/s -> sparsecc reaches {100 * gv['fraction_of_stream']:.0f}% of it."]
+    (out / "latency.md").write_text("\n".join(lines) + "\n")
+    plot(doc, out / "latency.png")
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runtimes = [rt for rt in RUNTIMES if rt != "pytorch_eager"]
+    names = [wl["workload"] for wl in doc["workloads"]]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(runtimes)
+    for i, rt in enumerate(runtimes):
+        vals = [wl["runtimes"].get(rt, {}).get("ratio_vs_eager", np.nan) for wl in doc["workloads"]]
+        ax.bar(np.arange(len(names)) + i * width, vals, width, label=rt)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=15)
+    ax.set_ylabel("latency / PyTorch eager (log, lower is faster)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-w", "--workload", action="append", choices=sorted(WORKLOADS), help="default: all")
+    ap.add_argument("-r", "--runtime", action="append", choices=list(RUNTIMES), help="default: all")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timing budget per runtime and workload")
+    ap.add_argument("--min-repeat", type=int, default=10)
+    ap.add_argument("--no-gemv", action="store_true", help="skip the GEMV bandwidth section")
+    ap.add_argument("-o", "--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    runtimes = args.runtime or list(RUNTIMES)
+    if "pytorch_eager" not in runtimes:
+        runtimes.insert(0, "pytorch_eager")  # the baseline every ratio is against
+    doc = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+           "date": time.strftime("%Y-%m-%d"), "workloads": []}
+    with tempfile.TemporaryDirectory(prefix="sparsecc-bench-") as tmp:
+        for name in args.workload or list(WORKLOADS):
+            doc["workloads"].append(bench_workload(name, runtimes, args.seconds, args.min_repeat, Path(tmp)))
+    if not args.no_gemv:
+        doc["gemv"] = gemv_bandwidth(args.seconds, args.min_repeat)
+    write_results(doc, args.out)
+    print(f"[bench] wrote {args.out}/latency.json, latency.md, latency.png")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
