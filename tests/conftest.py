@@ -39,3 +39,19 @@ def rel_err():
 
 def pytest_configure(config):
     torch.manual_seed(0)
+
+
+def assert_cuda_compiles(executable, arch: str) -> None:
+    """The CUDA kernels inside a built executable really compile with nvcc for ``arch`` (no GPU needed)."""
+    import tvm
+    from tvm.support import nvcc
+
+    def modules(m):
+        yield m
+        for i in m.imports:
+            yield from modules(i)
+
+    sources = [m.inspect_source() for m in modules(executable.mod) if m.kind == "cuda"]
+    assert sources and "__global__" in sources[0]
+    with tvm.target.Target({"kind": "cuda", "arch": arch}):
+        assert len(nvcc.compile_cuda(sources[0], target_format="fatbin", arch=arch, compiler="nvcc")) > 0

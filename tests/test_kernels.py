@@ -146,3 +146,25 @@ def test_direct_conv_matches_torch(n, c, hw, o, k, stride, pads, dil, groups):
                  if isinstance(f, tvm.tirx.PrimFunc) and "tirx.is_scheduled" in f.attrs]
     assert any("conv2d" in name for name in scheduled), scheduled  # the template took it (bias fused in)
     np.testing.assert_allclose(compile_graph(g)(xt.numpy())[0], ref.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_vectorisable_exp_is_within_an_ulp():
+    from tvm import te
+
+    from sparsecc.backends.tvm.kernels.vecmath import exp
+
+    x = te.placeholder((1 << 20,), "float32")
+    fn = tvm.compile(te.create_prim_func([x, exp(x)]), {"kind": "llvm"})
+    a = np.concatenate([np.linspace(-110, 90, 1 << 19), RNG.standard_normal(1 << 19) * 5]).astype("float32")
+    a[:4] = [np.nan, np.inf, -np.inf, 0.0]
+    out = tvm.runtime.tensor(np.zeros_like(a))
+    fn(tvm.runtime.tensor(a), out)
+    out = out.numpy()
+    with np.errstate(invalid="ignore"):  # the NaN/inf inputs
+        exact = np.exp(a.astype(np.float64))
+        rel = np.abs(out - exact) / exact
+    normal = (exact > np.finfo(np.float32).tiny) & (exact < np.finfo(np.float32).max)
+    assert rel[normal].max() < 1.5e-7  # 1 ulp is 1.19e-7
+    assert np.abs(out - exact)[(exact > 0) & ~normal & (exact < 1)].max() < 2e-45  # subnormals exact to 1 ulp
+    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == 0.0 and out[3] == 1.0
+    assert np.isinf(out[a > 88.73]).all() and (out[a < -103.98] == 0).all()

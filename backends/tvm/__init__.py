@@ -40,4 +40,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["LOWERINGS", "Runner", "STAGE_NAMES", "TARGET_NAMES", "build", "compile_graph", "export_cc",
-           "lower_graph", "missing_lowerings", "prepare_graph", "resolve_target", "target_info", "target_name", "to_relax"]
+           "lower_graph", "missing_lowerings", "prepare_graph", "resolve_target", "target_info", "target_name",
+           "to_relax"]

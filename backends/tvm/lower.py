@@ -29,6 +29,8 @@ from sparsecc.errors import UnsupportedOpError
 from sparsecc.ir.graph import Dim, Graph, Node, TensorType
 from sparsecc.ir.ops import OPS, REQUIRED
 
+from .kernels import LANES, batch_matmul, conv2d_direct, dense_packed, vecmath
+
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
 FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -256,7 +258,7 @@ def _te_float_unary(formula: Callable[[Any, str], Any]) -> Callable:
 
 
 for _name, _op in {
-    "exp": R.exp, "log": R.log, "sqrt": R.sqrt, "rsqrt": R.rsqrt, "sin": R.sin, "cos": R.cos, "tan": R.tan,
+    "log": R.log, "sqrt": R.sqrt, "rsqrt": R.rsqrt, "sin": R.sin, "cos": R.cos, "tan": R.tan,
     "asin": R.asin, "acos": R.acos, "atan": R.atan, "sinh": R.sinh, "cosh": R.cosh, "tanh": R.tanh,
     "asinh": R.asinh, "acosh": R.acosh, "atanh": R.atanh, "sigmoid": R.sigmoid,
     "silu": R.nn.silu,
@@ -279,19 +281,15 @@ for _name, _formula in {
     LOWERINGS[_name] = _te_float_unary(_formula)
 
 
-def _erf(t: te.Tensor) -> te.Tensor:
-    """erf as a rational polynomial (``topi.fast_erf``, within 4.5e-7 of the exact value in float32) that
-    vectorises, unlike libm's scalar ``erff`` (a MiniLM GELU took 14 ms with it, vs 1 ms in PyTorch)."""
-    return topi.fast_erf(t) if t.dtype == "float32" else topi.erf(t)
-
-
-LOWERINGS["erf"] = _float_unary(lambda cx, x: cx.te(_erf, x, name="erf"))
+# exp/erf as vectorisable polynomials (kernels/vecmath.py): libm's scalar calls made softmax and GELU 10x slower
+LOWERINGS["exp"] = _float_unary(lambda cx, x: cx.te(vecmath.exp, x, name="exp"))
+LOWERINGS["erf"] = _float_unary(lambda cx, x: cx.te(vecmath.erf, x, name="erf"))
 
 
 def _gelu_erf(t: te.Tensor) -> te.Tensor:
     half = tirx.const(0.5, t.dtype)
-    return topi.multiply(topi.multiply(t, half),
-                         topi.add(tirx.const(1.0, t.dtype), _erf(topi.multiply(t, tirx.const(math.sqrt(0.5), t.dtype)))))
+    scaled = topi.multiply(t, tirx.const(math.sqrt(0.5), t.dtype))
+    return topi.multiply(topi.multiply(t, half), topi.add(tirx.const(1.0, t.dtype), vecmath.erf(scaled)))
 
 
 @lowering("gelu")
@@ -721,8 +719,6 @@ def _acc_dtype(dt: str) -> str | None:
 
 @lowering("matmul")
 def _matmul(cx: Lowering, a: relax.Expr, b: relax.Expr) -> relax.Expr:
-    from .kernels import LANES, batch_matmul
-
     a, b = promote(cx, a, b)
     dt = dtype_of(a)
     n = shape_of(b)[-1]
@@ -750,8 +746,6 @@ def _param_layout(cx: Lowering, name: str) -> str | None:
 def _linear_packed(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None) -> relax.Expr:
     """``linear`` on an ``OI{b}o``-packed weight: the ``kernels.matmul`` template (tiles rows of x's last leading
     axis, so a symbolic batch in front keeps the register tile's bounds static)."""
-    from .kernels import dense_packed
-
     if rank_of(x) == 1:
         raise cx.unsupported("linear of a 1-D input on a packed weight")
     args = [x, weight] + ([cast(cx, bias, dtype_of(x))] if bias is not None else [])
@@ -795,8 +789,7 @@ def _conv_core(cx: Lowering, x: relax.Expr, weight: relax.Expr, strides: Sequenc
     n = _spatial(cx, x)
     dt = dtype_of(x)
     if n == 2 and dt == "float32" and all(isinstance(d, int) for d in shape_of(x)[1:] + shape_of(weight)):
-        from .kernels import conv2d_direct  # the vectorised template (kernels/conv.py)
-
+        # the vectorised template (kernels/conv.py)
         return cx.te(conv2d_direct, x, cast(cx, weight, dt), list(strides), list(pads), list(dilations), groups,
                      name="conv2d")
     data_layout, kernel_layout = _LAYOUTS[n]
@@ -989,16 +982,11 @@ def _group_norm(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Exp
     return cast(cx, y, dt)
 
 
-@lowering("softmax")
+@lowering("softmax", "log_softmax")
 def _softmax(cx: Lowering, x: relax.Expr, *, axis: int) -> relax.Expr:
     x, dt = upcast_half(cx, x)
-    return cast(cx, cx.emit(R.nn.softmax(x, axis)), dt)
-
-
-@lowering("log_softmax")
-def _log_softmax(cx: Lowering, x: relax.Expr, *, axis: int) -> relax.Expr:
-    x, dt = upcast_half(cx, x)
-    return cast(cx, cx.emit(R.nn.log_softmax(x, axis)), dt)
+    log = cx.node.op == "log_softmax"
+    return cast(cx, cx.te(vecmath.softmax, x, axis, log, name=cx.node.op), dt)
 
 
 # ---- indexing and data movement -------------------------------------------------------------------------
@@ -1067,7 +1055,33 @@ def _slice(cx: Lowering, x: relax.Expr, *, starts: Sequence[int], ends: Sequence
 
 @lowering("concat")
 def _concat(cx: Lowering, *inputs: relax.Expr, axis: int) -> relax.Expr:
-    return cx.emit(R.concat(promote(cx, *inputs, dtype=cx.out_dtype), axis=axis))
+    """A TE concat whose every branch indexes in bounds (clamped, as ``_pad_te`` does): TOPI's concatenate reads
+    the inputs a lane does not select at out-of-range offsets, which LLVM for znver4 miscompiles once the
+    selects are fused with arithmetic (wrong values, e.g. ONNX's expanded RotaryEmbedding)."""
+    xs = [x for x in promote(cx, *inputs, dtype=cx.out_dtype) if shape_of(x)[axis] != 0] or list(inputs[:1])
+    if len(xs) == 1:
+        return xs[0]
+
+    def compute(*ts: te.Tensor) -> te.Tensor:
+        sizes = [t.shape[axis] for t in ts]
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        out_shape = list(ts[0].shape)
+        out_shape[axis] = starts[-1] + sizes[-1]
+
+        def fn(*i: Any) -> Any:
+            def take(j: int) -> Any:
+                idx = list(i)
+                idx[axis] = tirx.max(tirx.min(i[axis] - starts[j], sizes[j] - 1), 0)
+                return ts[j](*idx)
+            value = take(len(ts) - 1)
+            for j in range(len(ts) - 2, -1, -1):
+                value = tirx.Select(i[axis] < starts[j + 1], take(j), value)
+            return value
+        return te.compute(out_shape, fn, name="concat")
+
+    return cx.te(compute, *xs)
 
 
 @lowering("split")

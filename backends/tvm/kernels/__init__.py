@@ -8,15 +8,18 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
                     GEMM / streaming GEMV with the elementwise epilogue fused
     conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width
     elementwise.py  injective PrimFuncs: one flat parallel + vectorised loop
+    vecmath.py      float32 exp / erf / softmax as vectorisable arithmetic (no scalar libm calls)
     (dlight)        reductions with injective neighbours (softmax, layer norm): ``dlight.cpu.Reduction``
 """
 from tvm.s_tir import dlight as dl
 
 from .conv import DirectConv2D, conv2d_direct
 from .elementwise import Injective
+from . import vecmath
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
 
 CPU_RULES = (RegisterTiledMatmul(), DirectConv2D(), dl.cpu.Reduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "batch_matmul", "conv2d_direct", "dense_packed"]
+__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul",
+           "batch_matmul", "conv2d_direct", "dense_packed", "vecmath"]
