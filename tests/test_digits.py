@@ -21,7 +21,7 @@ def test_export_path_keeps_accuracy(digits, rel_err):
     assert accuracy(out, y) == accuracy(ref, y) > 0.9
     ops = [n.op for n in cm.graph.nodes]
     assert "batch_norm" not in ops  # folded into the convolutions
-    assert ops.count("conv") == 5 and ops.count("linear") == 2
+    assert ops.count("conv") == 4 and ops.count("linear") == 2  # DigitsCNN: conv, depthwise, pointwise, conv
 
 
 def test_torch_compile_equals_eager(digits, rel_err):

@@ -20,11 +20,18 @@ def fold_constants(graph: Graph) -> Graph:
     kept = []
     for node in graph.nodes:
         ins = [i for i in node.inputs if i]
-        foldable = ins and all(i in graph.params and graph.params[i].encoding.kind == "dense" for i in ins)
+        foldable = ins and all(i in graph.params and graph.params[i].encoding.kind == "dense" for i in ins) and all(
+            graph.types[o].is_static for o in node.outputs)  # a symbolic size is known only at run time
+        # torch <-> numpy has no bfloat16 bridge: such nodes stay for the backend to compute
+        foldable = foldable and all(graph.types[v].dtype != "bfloat16" for v in ins + node.outputs)
         if foldable:
             args = [cache.setdefault(i, param_tensor(graph.params[i])) if i else None for i in node.inputs]
-            with torch.no_grad():
-                out = interp.run_node(node, args, {})
+            try:
+                with torch.no_grad():
+                    out = interp.run_node(node, args, {})
+            except (NotImplementedError, RuntimeError):  # torch lacks this kernel (e.g. uint16 bitwise_not,
+                kept.append(node)                        # 4-D reflect pads): the backend computes it instead
+                continue
             outs = out if isinstance(out, tuple) else (out,)
             in_bytes = sum(a.numel() * a.element_size() for a in args if a is not None)
             out_bytes = sum(o.numel() * o.element_size() for o in outs)

@@ -118,7 +118,8 @@ class Graph:
 
     def add_param(self, name: str, data: np.ndarray, encoding: Encoding | None = None) -> str:
         name = self.fresh_name(name)
-        param = Param(np.ascontiguousarray(data), encoding or Encoding())
+        # (np.ascontiguousarray would turn a 0-d array into a 1-d one)
+        param = Param(np.asarray(data, order="C"), encoding or Encoding())
         self.params[name] = param
         self.types[name] = param.type
         return name
