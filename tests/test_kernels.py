@@ -144,7 +144,7 @@ def test_direct_conv_matches_torch(n, c, hw, o, k, stride, pads, dil, groups):
     g.outputs = [y]
     scheduled = [gv.name_hint for gv, f in lower_graph(g, "x86").functions.items()
                  if isinstance(f, tvm.tirx.PrimFunc) and "tirx.is_scheduled" in f.attrs]
-    assert any("conv2d" in name for name in scheduled), scheduled  # the template took it (bias fused in)
+    assert any("conv2d" in name and "relu" in name for name in scheduled), scheduled  # bias and relu fused in
     np.testing.assert_allclose(compile_graph(g)(xt.numpy())[0], ref.numpy(), rtol=1e-5, atol=1e-4)
 
 

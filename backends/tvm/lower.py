@@ -185,9 +185,14 @@ def te_broadcast(fn: Callable, *tensors: te.Tensor, name: str = "T") -> te.Tenso
     shapes = [[_int(d) for d in t.shape] for t in tensors]
     out = broadcast_shape(shapes)
 
+    def broadcast(d: Any, o: Any) -> bool:
+        # index a size-1 dim with 0 only where it really broadcasts: an unneeded constant index makes
+        # AnnotateTIROpPattern call an elementwise op "broadcast", and FuseOps then keeps it out of a conv's epilogue
+        return isinstance(d, int) and d == 1 and not (isinstance(o, int) and o == 1)
+
     def element(t: te.Tensor, shape: list[Any], idx: Sequence[Any]) -> Any:
         off = len(out) - len(shape)
-        return t(*[0 if (isinstance(d, int) and d == 1) else idx[off + k] for k, d in enumerate(shape)])
+        return t(*[0 if broadcast(d, out[off + k]) else idx[off + k] for k, d in enumerate(shape)])
 
     return te.compute(out, lambda *idx: fn(*[element(t, s, idx) for t, s in zip(tensors, shapes)]), name=name)
 
