@@ -42,7 +42,7 @@ def capture(model: Any, example_inputs: Sequence[Any] | None = None,
     if isinstance(model, torch.export.ExportedProgram):
         from sparsecc.frontends.torch import import_exported_program
 
-        return import_exported_program(model)
+        return import_exported_program(model, dynamic_shapes=dynamic_shapes)
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise SparseccError("compiling an nn.Module needs example_inputs (a tuple of tensors)")
