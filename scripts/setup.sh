@@ -36,4 +36,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "[setup] warning: not root, cannot apt-get install ${need_apt[*]}; arm64 tests will be skipped" >&2
   fi
 fi
+
+# The aarch64 root that runs arm64 artifacts under qemu (tests/test_arm64.py). debootstrap needs root.
+if [ "$(id -u)" = 0 ]; then
+  scripts/setup_arm64.sh
+elif ! compgen -G ".cache/arm64/.stamp-*" >/dev/null; then
+  echo "[setup] warning: not root, cannot build the aarch64 root (scripts/setup_arm64.sh); arm64 tests will be skipped" >&2
+fi
 echo "[setup] ok ($VENV)"

@@ -49,7 +49,7 @@ def read_members(path: str) -> tuple[dict, zipfile.ZipFile]:
 def load(path: str, device: str = "cpu"):
     """A callable: numpy arrays in (manifest input order), list of numpy arrays out."""
     import tvm
-    from tvm import relax
+    from tvm.runtime.vm import VirtualMachine  # not tvm.relax: that needs the compiler library (libtvm_compiler)
 
     manifest, z = read_members(path)
     libdir = tempfile.mkdtemp(prefix="scc-")
@@ -57,7 +57,7 @@ def load(path: str, device: str = "cpu"):
     with open(lib_path, "wb") as f:
         f.write(z.read("lib.so"))
     dev = tvm.device(device)
-    vm = relax.VirtualMachine(tvm.runtime.load_module(lib_path), dev)
+    vm = VirtualMachine(tvm.runtime.load_module(lib_path), dev)
     with np.load(io.BytesIO(z.read("weights.npz")), allow_pickle=False) as npz:
         params = [tvm.runtime.tensor(npz[name], dev) for name in manifest["params"]]
 
