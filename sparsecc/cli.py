@@ -1,4 +1,4 @@
-"""The ``sparsecc`` command line: compile, run, inspect, bench, demo.
+"""The ``sparsecc`` command line: compile, export, run, inspect, bench, demo.
 
 Errors sparsecc raises on purpose (bad model file, unsupported op, wrong inputs, tampered
 artifact) print one line and exit with status 2; anything else is a bug and shows its traceback.
@@ -29,21 +29,47 @@ def parse_input_spec(spec: str) -> tuple[str, list[int | str], str | None]:
     return name, dims, dtype or None
 
 
-def cmd_compile(args: argparse.Namespace) -> None:
-    import sparsecc
-
+def input_shapes(specs: list[str]) -> dict[str, list[int | str]]:
+    """``--input NAME=SHAPE`` options -> {name: dims} (dtypes come from the model)."""
     shapes = {}
-    for spec in args.input:
+    for spec in specs:
         name, dims, dtype = parse_input_spec(spec)
         if dtype:
             raise SparseccError(f"--input {spec!r}: dtypes come from the model; give NAME=SHAPE only")
         shapes[name] = dims
+    return shapes
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    import sparsecc
+
+    shapes = input_shapes(args.input)
     cm = sparsecc.compile(args.model, target=args.target, compress=args.compress, budget=args.budget,
                           calibration=args.calib, input_shapes=shapes or None)
     cm.save(args.output)
     print(f"compiled {args.model} for {cm.target}: {len(cm.graph.nodes)} ops, "
           f"{cm.manifest['metrics']['param_bytes'] / 1e6:.1f} MB of weights, "
           f"{cm.manifest['metrics']['compile_seconds']:.1f} s -> {args.output}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from sparsecc.backends.onnx import save_onnx
+    from sparsecc.passes.pipeline import canonicalize
+
+    shapes = input_shapes(args.input)
+    if Path(args.model).suffix == ".scc":
+        from sparsecc.artifact import read_artifact
+
+        if shapes:
+            raise SparseccError("--input: an artifact's input shapes are fixed when it is compiled")
+        graph = read_artifact(args.model).graph
+    else:
+        from sparsecc.compiler import capture
+
+        graph = capture(args.model, input_shapes=shapes or None)
+    graph = canonicalize()(graph)
+    save_onnx(graph, args.output, opset=args.opset)
+    print(f"exported {args.model}: {len(graph.nodes)} ops, opset {args.opset} -> {args.output}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -95,14 +121,35 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     import sparsecc
-    from sparsecc.bench import bench_compiled, example_arrays
+    from sparsecc.bench import (bench_compiled, bench_remote, emulated_on_loopback, example_arrays, format_profile,
+                                format_result)
 
+    remote = args.rpc or args.tracker
+    if args.profile and remote:
+        raise SparseccError("--profile runs locally only (the VM's instrument hook calls Python around every "
+                            "kernel); drop --rpc/--tracker to profile")
+    if args.key and not remote:
+        raise SparseccError("--key is for --rpc/--tracker")
+    if args.repeat < 1 or args.warmup < 0:
+        raise SparseccError(f"--repeat {args.repeat} --warmup {args.warmup}: need repeat >= 1 and warmup >= 0")
     cm = sparsecc.load(args.artifact)
-    stats = bench_compiled(cm, example_arrays(cm.graph, args.dim), repeat=args.repeat, warmup=args.warmup)
-    print(f"{args.artifact} on {cm.target} (local): median {stats['median_ms']:.3f} ms, "
-          f"p90 {stats['p90_ms']:.3f} ms, stdev {stats['stdev_ms']:.3f} ms over {stats['repeat']} runs")
+    arrays = example_arrays(cm.graph, args.dim)
+    if remote:
+        from sparsecc.backends.tvm.remote import connect, parse_address
+
+        session = connect(rpc=args.rpc, tracker=args.tracker, key=args.key, timeout=args.timeout)
+        where = f"rpc {args.rpc}" if args.rpc else f"tracker {args.key}"
+        host = parse_address(args.rpc, "--rpc")[0] if args.rpc else None
+        emulated = args.emulated or (host is not None and emulated_on_loopback(cm.target, host))
+        stats = bench_remote(cm, arrays, session, where, repeat=args.repeat, warmup=args.warmup, emulated=emulated)
+    else:
+        stats = bench_compiled(cm, arrays, repeat=args.repeat, warmup=args.warmup, profile=args.profile)
+        stats["emulated"] = args.emulated
+    print(format_result(args.artifact, stats))
+    if "profile" in stats:
+        print(format_profile(stats["profile"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(stats, indent=1))
+        Path(args.json).write_text(json.dumps(dict(stats, artifact=str(args.artifact)), indent=1))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -127,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, help="calibration .npz (not available in this version)")
     p.set_defaults(fn=cmd_compile)
 
+    p = sub.add_parser("export", help="export a model (.onnx, .pt2 or .scc) as ONNX for onnxruntime", epilog=EPILOG)
+    p.add_argument("model", help="path to a .onnx file, a torch.export .pt2 archive or a .scc artifact")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=SHAPE",
+                   help="fix an input's shape, e.g. input_ids=1x128 or input_ids=batch,128 (repeatable)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset to emit (default 18, the lowest supported)")
+    p.set_defaults(fn=cmd_export)
+
     p = sub.add_parser("run", help="run a .scc artifact on .npy inputs", epilog=EPILOG)
     p.add_argument("artifact")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="one per model input")
@@ -138,13 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw manifest")
     p.set_defaults(fn=cmd_inspect)
 
-    p = sub.add_parser("bench", help="measure an artifact's latency on this machine", epilog=EPILOG)
+    p = sub.add_parser("bench", help="measure an artifact's latency here, on a TVM RPC server or on a tracker's "
+                       "device pool", epilog=EPILOG)
     p.add_argument("artifact")
     p.add_argument("--repeat", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--dim", action="append", default=[], metavar="SYMBOL=N",
                    help="size for a symbolic dim, e.g. batch=1 (default 1)")
-    p.add_argument("--json", default=None, help="also write the statistics to this JSON file")
+    p.add_argument("--json", default=None, help="also write the statistics (and per-run times) to this JSON file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--rpc", metavar="HOST:PORT", help="time on the device of this TVM RPC server")
+    where.add_argument("--tracker", metavar="HOST:PORT", help="time on a device requested from this TVM RPC "
+                       "tracker (needs --key)")
+    p.add_argument("--key", default=None, help="device key: the tracker pool to draw from, or the RPC server's key")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each RPC step (default 10)")
+    p.add_argument("--emulated", action="store_true", help="the device is an emulator (e.g. qemu): label the "
+                   "timings as not device timings (automatic for a loopback server and a foreign-CPU artifact)")
+    p.add_argument("--profile", action="store_true", help="per-operator table from the VM's instrument hook "
+                   "(local only)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("demo", help="the main job: compile the bundled all-MiniLM-L6-v2, print fidelity and speed",
