@@ -430,7 +430,7 @@ def case_id(case: Case) -> str:
 
 
 def assert_matches_reference(got: list[np.ndarray], want: list[np.ndarray], rtol: float, atol: float) -> None:
-    """Same count, dtypes and shapes as the reference; floats within tolerance (NaNs where it has NaNs), others exact."""
+    """Same count, dtypes and shapes as the reference; floats within tolerance (NaN where it has NaN), others exact."""
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype, f"dtype {g.dtype} != reference {w.dtype}"
