@@ -18,11 +18,11 @@ from sparsecc.ir.dims import bind_symbols
 from sparsecc.ir.graph import TensorType, dtype_name
 
 
-def _contiguous(a: np.ndarray) -> np.ndarray:
+def contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.array(a, order="C")  # np.ascontiguousarray makes 0-d arrays 1-d
 
 
-def _to_numpy(t: Any) -> np.ndarray:
+def to_numpy(t: Any) -> np.ndarray:
     shape = tuple(int(d) for d in t.shape)
     if 0 in shape:  # TVM cannot copy out an empty tensor
         return np.empty(shape, dtype=np.dtype(str(t.dtype)))
@@ -53,7 +53,7 @@ class Runner:
             raise ValueError("input_names and input_types differ in length")
         self.output_names = list(output_names)
         self.param_names = list(params)
-        self._params = [tvm.runtime.tensor(_contiguous(np.asarray(a)), self.device) for a in params.values()]
+        self._params = [tvm.runtime.tensor(contiguous(np.asarray(a)), self.device) for a in params.values()]
 
     def check_inputs(self, inputs: Sequence[Any]) -> list[np.ndarray]:
         """The inputs as contiguous numpy arrays; InputError on a count, dtype or shape mismatch."""
@@ -74,7 +74,7 @@ class Runner:
                 bind_symbols(want.shape, a.shape, symbols, f"input '{name}'")
             except (ValueError, KeyError) as e:
                 raise InputError(str(e).splitlines()[0]) from None
-            arrays.append(_contiguous(a))
+            arrays.append(contiguous(a))
         return arrays
 
     def __call__(self, *inputs: Any) -> list[np.ndarray]:
@@ -84,7 +84,7 @@ class Runner:
         args = [tvm.runtime.tensor(a, self.device) for a in arrays]
         out = self._main(*args, *self._params)
         outs = [out] if hasattr(out, "numpy") else list(out)
-        return [_to_numpy(o) for o in outs]
+        return [to_numpy(o) for o in outs]
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in zip(self.input_names, self.input_types))
