@@ -48,6 +48,9 @@ def read_members(path: str) -> tuple[dict, zipfile.ZipFile]:
 
 def load(path: str, device: str = "cpu"):
     """A callable: numpy arrays in (manifest input order), list of numpy arrays out."""
+    # TVM's runtime starts workers for half the logical CPUs on x86 (it assumes SMT pairs): use every core instead,
+    # unless TVM_NUM_THREADS says otherwise
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
     import tvm
     from tvm.runtime.vm import VirtualMachine  # not tvm.relax: that needs the compiler library (libtvm_compiler)
 

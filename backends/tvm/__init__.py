@@ -18,7 +18,9 @@ from sparsecc.ir.graph import Graph
 
 from .pipeline import STAGE_NAMES, build, lower_graph, prepare_graph
 from .runtime import Runner
-from .targets import TARGET_NAMES, export_cc, resolve_target, target_info, target_name
+from .targets import TARGET_NAMES, export_cc, resolve_target, target_info, target_name, use_physical_cores
+
+use_physical_cores()
 
 
 def compile_graph(graph: Graph, target: Any = "x86", device: str | None = None) -> Runner:

@@ -29,6 +29,13 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+def use_physical_cores() -> None:
+    """TVM's runtime assumes x86 CPUs are SMT pairs and starts workers for half the logical CPUs: one worker on a
+    2-core machine without SMT, which made every parallel kernel single-threaded. Default ``TVM_NUM_THREADS`` to the
+    physical core count (a value the user set wins). Must run before the first kernel launches the thread pool."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+
+
 def target_dict(target: str) -> dict[str, Any]:
     """The TVM target dict of a target name (see the module doc); ValueError for an unknown name."""
     if target == "x86":
