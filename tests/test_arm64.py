@@ -79,3 +79,18 @@ def test_minilm_matches_x86(minilm, minilm_inputs, rel_err, tmp_path):
     assert emb.shape == (2, 384)
     assert rel_err(emb, x86(ids.numpy(), mask.numpy())) <= 1e-4
     assert abs(float(emb[0] @ emb[1]) - 0.7553) < 1e-3  # the published sentence-transformers similarity
+
+
+@pytest.mark.slow
+def test_digits_cnn_matches_x86(digits, rel_err, tmp_path):
+    """The trained digits CNN (conv, depthwise, pointwise, pooling, linear) at batch 16, with its accuracy."""
+    from sparsecc.models.digits import accuracy
+
+    model, x, y = digits
+    path = tmp_path / "digits_arm64.scc"
+    sparsecc.compile(model, (x[:16],), target="arm64").save(path)
+    x86 = sparsecc.compile(model, (x[:16],), target="x86")
+    got = run_arm64(path, {x86.input_names[0]: x[:16].numpy()})[x86.output_names[0]]
+    ref = x86(x[:16].numpy())
+    assert rel_err(got, ref) <= 1e-5
+    assert accuracy(got, y[:16]) == accuracy(ref, y[:16])
