@@ -158,6 +158,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(seq=args.seq, batch=args.batch, repeat=args.repeat)
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from sparsecc.backends.tvm import prepare_graph
+    from sparsecc.backends.tvm.tuning import tune_graph
+    from sparsecc.compiler import capture
+    from sparsecc.passes.pipeline import canonicalize
+
+    shapes = {}
+    for spec in args.input:
+        name, dims, dtype = parse_input_spec(spec)
+        if dtype:
+            raise SparseccError(f"--input {spec!r}: dtypes come from the model; give NAME=SHAPE only")
+        shapes[name] = dims
+    graph = prepare_graph(canonicalize()(capture(args.model, input_shapes=shapes or None)), args.target)
+    report = tune_graph(graph, args.target, trials=args.trials, db_root=args.db, cost_model=args.cost_model)
+    print(f"tuned {args.model} for {args.target}: {report.kept} of {len(report.tasks)} kernels beat their "
+          f"template; `sparsecc compile` applies them from {report.database}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sparsecc", description="Compile torch/ONNX models with TVM for x86, arm64 "
                                  "and cuda.", epilog=EPILOG)
@@ -219,6 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("tune", help="MetaSchedule-tune a model's kernels into a database that compile applies",
+                       description="Tunes every fused kernel of the model with MetaSchedule (local builder and "
+                       "runner: x86 here, cuda on a local GPU) and keeps a kernel's best schedule only if it "
+                       "beats the hand-written template. Records go to DB/<target key>/; `sparsecc compile` for "
+                       "the same target and TVM version applies them automatically.", epilog=EPILOG)
+    p.add_argument("model", help="path to a .onnx file or a torch.export .pt2 archive")
+    p.add_argument("--target", default="x86", help="x86 (this host's CPU) or cuda / cuda:sm_XX (a local GPU)")
+    p.add_argument("--trials", type=int, default=64, help="measured candidates over all kernels (default 64; "
+                   "about 3 s each on 2 cores)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=SHAPE",
+                   help="fix an input's shape, e.g. input_ids=1x128 (kernels with symbolic dims are not tuned)")
+    p.add_argument("--db", default=None, metavar="DIR", help="database root (default: $SPARSECC_TUNING_DB or "
+                   "~/.cache/sparsecc/tuning)")
+    p.add_argument("--cost-model", default="auto", choices=("auto", "xgb", "random"),
+                   help="MetaSchedule cost model (auto: xgb if xgboost is installed, else random)")
+    p.set_defaults(fn=cmd_tune)
     return ap
 
 

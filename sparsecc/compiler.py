@@ -121,19 +121,26 @@ def _has_cuda() -> bool:
 def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str | dict = "x86",
             compress: Any = None, budget: str | None = None, calibration: Any = None, *,
             input_shapes: Mapping[str, Sequence[Dim]] | None = None, dynamic_shapes: Any = None,
-            graph: Graph | None = None) -> CompiledModel:
-    """Compiles ``model`` for ``target`` (see the README for every argument)."""
+            graph: Graph | None = None, tuning_db: str | os.PathLike | bool | None = None) -> CompiledModel:
+    """Compiles ``model`` for ``target`` (see the README for every argument).
+
+    ``tuning_db``: root of the ``sparsecc tune`` databases; records for this exact target (its key: CPU, features,
+    cores, TVM version) are applied where they exist. None: ``$SPARSECC_TUNING_DB`` or ``~/.cache/sparsecc/tuning``;
+    False: no records. The manifest's ``metrics.tuned_functions`` counts the kernels scheduled from records."""
     if compress is not None or budget is not None or calibration is not None:
         raise SparseccError("compression (compress=/budget=/calibration=) is not implemented in this version; "
                             "compile dense with compress=None")
     from sparsecc.backends.tvm import build, prepare_graph, target_info
+    from sparsecc.backends.tvm.tuning import find_database
     from sparsecc.passes.pipeline import canonicalize
 
     t0 = time.perf_counter()
     if graph is None:
         graph = capture(model, example_inputs, input_shapes, dynamic_shapes)
     graph = prepare_graph(canonicalize()(graph), target)
-    executable = build(graph, target)
+    db_dir = find_database(target, tuning_db)
+    tuned: list[str] = []
+    executable = build(graph, target, tuning_db=db_dir, tuned=tuned)
     info = target_info(target)
     lib_dir = Path(tempfile.mkdtemp(prefix="sparsecc-"))
     lib_path = str(lib_dir / "lib.so")
@@ -148,7 +155,9 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
         "outputs": [_io(graph, o) for o in graph.outputs],
         "plan": [],
         "metrics": {"compile_seconds": round(time.perf_counter() - t0, 3), "ops": len(graph.nodes),
-                    "param_bytes": int(sum(p.data.nbytes for p in graph.params.values()))},
+                    "param_bytes": int(sum(p.data.nbytes for p in graph.params.values())),
+                    "tuned_functions": len(tuned)},
+        "tuning": {"database": None if db_dir is None else db_dir.name, "functions": tuned},
     }
     return CompiledModel(graph, lib_path, manifest)
 

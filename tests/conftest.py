@@ -1,6 +1,9 @@
 """Shared fixtures: the real models are loaded/trained once per test worker."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +42,8 @@ def rel_err():
 
 def pytest_configure(config):
     torch.manual_seed(0)
+    # compiles in the suite must not pick up tuning records a user made with `sparsecc tune` on this machine
+    os.environ["SPARSECC_TUNING_DB"] = tempfile.mkdtemp(prefix="sparsecc-tests-tuning-")
 
 
 def assert_cuda_compiles(executable, arch: str) -> None:

@@ -8,7 +8,8 @@ Read top to bottom (cf. ``tvm/relax/backend/cpu_generic/pipeline.py``)::
     legalize            Relax ops -> TIR PrimFuncs (LegalizeOps), op patterns annotated
     fuse                FuseOps, FuseTIR: elementwise chains become one kernel (no FoldConstant: weights
                         are arguments, not constants, and a folded empty constant breaks VM serialization)
-    schedule            CPU: sparsecc's kernel templates (``kernels/``: packed dense GEMM/GEMV with fused
+    schedule            tuning records (``sparsecc tune``) where a database is given, then
+                        CPU: sparsecc's kernel templates (``kernels/``: packed dense GEMM/GEMV with fused
                         epilogue); CUDA: dlight's default GPU rules (thread binding)
     lower_dataflow      Relax dataflow -> VM-ready calls
     finalize            memory planning, VM shape lowering, global symbols
@@ -19,6 +20,7 @@ artifact stores that graph); ``build(prepared, target)`` runs the rest; ``lower_
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -46,18 +48,26 @@ def fuse_passes(target: Any) -> list:
     return [relax.transform.FuseOps(), relax.transform.FuseTIR()]
 
 
-def schedule_passes(target: Any) -> list:
-    """Schedules for the fused TIR functions. CPU: the kernel templates; PrimFuncs none matches keep TVM's
-    default loops (correct, not fast). GPU code must bind threads, so CUDA gets dlight's default rules."""
+def schedule_passes(target: Any, tuning_db: str | os.PathLike | None = None) -> list:
+    """Schedules for the fused TIR functions. First, with ``tuning_db`` (a directory ``sparsecc tune`` wrote for
+    this target), PrimFuncs that have a MetaSchedule record get the tuned schedule (``tuning.py`` keeps a record only
+    if it beat the template). Then CPU: the kernel templates; PrimFuncs none matches keep TVM's default loops
+    (correct, not fast). GPU code must bind threads, so CUDA gets dlight's default rules. The dlight rules skip
+    functions already scheduled from a record."""
     from tvm.s_tir import dlight as dl
 
+    tuned = []
+    if tuning_db is not None:
+        from .tuning import apply_records_pass
+
+        tuned = [apply_records_pass(tuning_db)]
     if "gpu" not in target.keys:
         from .kernels import CPU_RULES
 
-        return [dl.ApplyDefaultSchedule(*CPU_RULES)]
+        return tuned + [dl.ApplyDefaultSchedule(*CPU_RULES)]
 
-    return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-                                    dl.gpu.Fallback())]
+    return tuned + [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                            dl.gpu.GeneralReduction(), dl.gpu.Fallback())]
 
 
 def dataflow_lower_passes(target: Any) -> list:
@@ -96,8 +106,11 @@ def prepare_graph(graph: Graph, target: TargetLike = "x86") -> Graph:
     return relayout_weights(graph, target)
 
 
-def lower_graph(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None):
-    """``graph`` through every stage but codegen: the IRModule ``tvm.compile`` will turn into code."""
+def lower_graph(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None, *,
+                tuning_db: str | os.PathLike | None = None, tuned: list[str] | None = None):
+    """``graph`` through every stage but codegen: the IRModule ``tvm.compile`` will turn into code.
+    ``tuning_db``: a tuning database directory for this target (see ``schedule_passes``); ``tuned``, if given,
+    receives the names of the PrimFuncs scheduled from its records."""
     import tvm
 
     from .lower import to_relax
@@ -109,17 +122,24 @@ def lower_graph(graph: Graph, target: TargetLike = "x86", timings: dict[str, flo
     with t:
         for name, passes in STAGES:
             with clock(name):
-                mod = tvm.transform.Sequential(passes(t), name=name)(mod)
+                stage = passes(t, tuning_db) if name == "schedule" else passes(t)
+                mod = tvm.transform.Sequential(stage, name=name)(mod)
+    if tuned is not None and tuning_db is not None:
+        from .tuning import tuned_functions
+
+        tuned.extend(tuned_functions(mod))
     return mod
 
 
-def build(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None):
+def build(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | None = None, *,
+          tuning_db: str | os.PathLike | None = None, tuned: list[str] | None = None):
     """Compiles ``graph`` for ``target`` into a Relax VM executable (``.export_library(path, cc=...)`` saves it;
-    ``relax.VirtualMachine(ex, dev)`` runs it). ``timings``, if given, receives seconds per stage."""
+    ``relax.VirtualMachine(ex, dev)`` runs it). ``timings``, if given, receives seconds per stage;
+    ``tuning_db`` and ``tuned`` as in ``lower_graph``."""
     import tvm
 
     t = resolve_target(target)
-    mod = lower_graph(graph, t, timings)
+    mod = lower_graph(graph, t, timings, tuning_db=tuning_db, tuned=tuned)
     with _Clock(timings)("codegen"):
         return tvm.compile(mod, t, relax_pipeline=None)
 
