@@ -222,7 +222,8 @@ def test_torch_onnx_export_of_a_small_minilm(tmp_path):
     batch = torch.export.Dim("batch", max=64)
     path = tmp_path / "minilm.onnx"
     torch.onnx.export(model, (ids[:2], mask[:2]), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["embedding"], dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
+                      output_names=["embedding"],
+                      dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
                       dynamo=True, optimize=True)
     cm = sparsecc.compile(str(path), target="x86")
     assert cm.input_names == ["input_ids", "attention_mask"]

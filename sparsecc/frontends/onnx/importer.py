@@ -56,7 +56,8 @@ class NodeContext:
     def require_known(self, i: int, what: str) -> Known:
         k = self.known(i)
         if k is None:
-            raise self.unsupported(f"{what} (input {i}) must be a compile-time constant, but it is computed at run time")
+            raise self.unsupported(f"{what} (input {i}) must be a compile-time constant, "
+                                   "but it is computed at run time")
         return k
 
     def type(self, i: int) -> TensorType:

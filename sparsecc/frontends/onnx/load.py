@@ -18,8 +18,8 @@ from sparsecc.errors import ModelLoadError, UnsupportedOpError
 MIN_OPSET, MAX_OPSET = 11, 23
 NEWER_VERSIONS = {"Cast": 28, "CastLike": 28, "BitShift": 28, "Mod": 28, "Swish": 24, "QuantizeLinear": 28}
 """Ops whose versions after MAX_OPSET the converters implement (up to this version): Cast/CastLike-25..28 only change
-float8 rounding (no IR dtype); BitShift-28 adds signed types (refused); Mod-28 defines fmod=0 on floats; Swish-24 is new;
-QuantizeLinear-28 adds 2-bit types."""
+float8 rounding (no IR dtype); BitShift-28 adds signed types (refused); Mod-28 defines fmod=0 on floats;
+Swish-24 is new; QuantizeLinear-28 adds 2-bit types."""
 OLDER_VERSIONS = {"AveragePool": 7, "Concat": 4, "Conv": 1, "Dropout": 7, "Gemm": 7, "MaxPool": 8, "Softmax": 1,
                   "LogSoftmax": 1, "Unsqueeze": 1, "Squeeze": 1, "Split": 2, "Upsample": 9}
 """Ops whose versions before MIN_OPSET (from this version on) the converters implement: each only lacks

@@ -68,7 +68,8 @@ def gelu(cx: NodeContext) -> list[Result]:
 _ACTIVATIONS = {  # ONNX op -> (canonical op, {attr: ONNX default})
     "LeakyRelu": ("leaky_relu", {"alpha": 0.01}), "Elu": ("elu", {"alpha": 1.0}), "Celu": ("celu", {"alpha": 1.0}),
     "Selu": ("selu", {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}),
-    "HardSigmoid": ("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}), "ThresholdedRelu": ("thresholded_relu", {"alpha": 1.0}),
+    "HardSigmoid": ("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "ThresholdedRelu": ("thresholded_relu", {"alpha": 1.0}),
 }
 
 
