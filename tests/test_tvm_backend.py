@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import assert_cuda_compiles
 from op_cases import (
     CASES,
     Case,
@@ -196,18 +197,7 @@ def test_cuda_build_without_gpu(target, tmp_path):
     ex.export_library(str(path), **({"cc": export_cc(target)} if export_cc(target) else {}))
     assert path.stat().st_size > 0
     # the library carries CUDA source (compiled when loaded on a GPU): check that nvcc really compiles it
-    import tvm
-    from tvm.support import nvcc
-
-    def modules(m):
-        yield m
-        for i in m.imports:
-            yield from modules(i)
-    sources = [m.inspect_source() for m in modules(ex.mod) if m.kind == "cuda"]
-    assert sources and "__global__" in sources[0]
-    arch = "sm_90" if target.endswith("sm_90") else "sm_80"
-    with tvm.target.Target({"kind": "cuda", "arch": arch}):
-        assert len(nvcc.compile_cuda(sources[0], target_format="fatbin", arch=arch, compiler="nvcc")) > 0
+    assert_cuda_compiles(ex, "sm_90" if target.endswith("sm_90") else "sm_80")
 
 
 def test_arm64_cross_compile(tmp_path):

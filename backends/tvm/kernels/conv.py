@@ -15,6 +15,8 @@ from tvm import s_tir, te, tirx, topi
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from .tiling import find_block, tile_write_back
+
 CONV_BLOCK = "sparsecc_conv2d"
 PAD_BLOCK = "sparsecc_conv2d_pad"
 ROWS = (6, 8, 4, 3, 2, 1)
@@ -53,29 +55,13 @@ class DirectConv2D(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        try:
-            conv = sch.get_sblock(CONV_BLOCK)
-        except s_tir.ScheduleError:
+        conv = find_block(sch, CONV_BLOCK)
+        if conv is None:
             return None
-        pad = None
-        for block in sch.get_child_blocks(sch.get_sblock("root"))[:-1]:
-            name = sch.get(block).name_hint
-            if name == PAD_BLOCK:
-                pad = block
-            elif name != CONV_BLOCK:
-                try:
-                    sch.compute_inline(block)  # epilogue intermediates, a cast feeding the input
-                except s_tir.ScheduleError:
-                    pass
-        out = sch.cache_write(conv, 0, "global")  # small "global" scratch: a stack alloca kept in registers
-        consumers = sch.get_consumers(out)
-        if len(consumers) > 1:
+        out = tile_write_back(sch, conv, keep=(PAD_BLOCK,))  # the padded input stays materialised: no bounds checks
+        if out is None:
             return None
-        if consumers:
-            try:
-                sch.reverse_compute_inline(consumers[0])
-            except s_tir.ScheduleError:
-                return None
+        pad = find_block(sch, PAD_BLOCK)
         b, o, h, v = sch.get_loops(out)
         channels = int(sch.get(o).extent)
         rows = next(r for r in ROWS if channels % r == 0)  # each row finds its own group's input: any count works

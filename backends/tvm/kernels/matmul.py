@@ -15,6 +15,8 @@ from tvm.sym import Analyzer
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from .tiling import find_block, tile_write_back
+
 DENSE_BLOCK = "sparsecc_dense_packed"
 MATMUL_BLOCK = "sparsecc_matmul"
 """Names of the reduction blocks the rule looks for."""
@@ -91,31 +93,15 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        dense = _find_block(sch, DENSE_BLOCK, MATMUL_BLOCK)
+        dense = find_block(sch, DENSE_BLOCK, MATMUL_BLOCK)
         if dense is None:
             return None
         name = sch.get(dense).name_hint
         # dense reads x[..., k], then w[o // b, k, o % b]: the weight's block is the lane count
         lanes = int(sch.get(dense).reads[-1].source.shape[2]) if name == DENSE_BLOCK else LANES
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        # Inline the fused neighbours: a reshape/cast feeding x (read in place) and the epilogue's
-        # intermediates (GELU reads its input twice), so one write-back block remains to fold them into.
-        for block in blocks[:-1]:
-            if sch.get(block).name_hint != name:
-                try:
-                    sch.compute_inline(block)
-                except s_tir.ScheduleError:
-                    pass
-        out = sch.cache_write(dense, 0, "global")  # a small "global" buffer becomes a stack alloca that LLVM
-        # promotes to registers; TVM serves "local" ones from its workspace pool, where the stores stay
-        consumers = sch.get_consumers(out)
-        if len(consumers) > 1:
+        out = tile_write_back(sch, dense)
+        if out is None:
             return None
-        if consumers:
-            try:
-                sch.reverse_compute_inline(consumers[0])
-            except s_tir.ScheduleError:
-                return None
         *outer, m, n = sch.get_loops(out)  # tile: rows of the last leading axis x blocks of lanes columns
         rows = _rows(sch.get(m).extent)
         blocks = _col_blocks(rows, sch.get(n).extent, lanes)
@@ -136,11 +122,3 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         return sch
 
 
-
-def _find_block(sch: s_tir.Schedule, *names: str) -> s_tir.schedule.SBlockRV | None:
-    for name in names:
-        try:
-            return sch.get_sblock(name)
-        except s_tir.ScheduleError:
-            continue
-    return None
