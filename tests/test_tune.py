@@ -28,6 +28,43 @@ def conv1d_graph() -> Graph:
     return g
 
 
+def test_target_key_separates_cpus_cores_and_arches():
+    from sparsecc.backends.tvm.tuning import target_key
+
+    base = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
+    keys = {target_key(base), target_key(dict(base, mcpu="skylake-avx512")), target_key(dict(base, **{"num-cores": 4})),
+            target_key("arm64")}
+    assert len(keys) == 4
+    assert target_key(dict(base)) == target_key(base)  # deterministic
+    assert target_key(base).startswith("x86-znver4-") and target_key("arm64").startswith("arm64-")
+
+
+def test_find_database_needs_records_for_this_target(tmp_path, monkeypatch):
+    from sparsecc.backends.tvm.tuning import ENV_VAR, RECORDS_FILE, database_dir, find_database
+
+    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert find_database(target) is None  # nothing tuned yet
+    db = database_dir(target)
+    db.mkdir(parents=True)
+    (db / RECORDS_FILE).write_text("")
+    assert find_database(target) == db == tmp_path / db.name
+    assert find_database(target, False) is None
+    assert find_database(dict(target, mcpu="skylake-avx512")) is None
+    assert find_database(target, tmp_path / "elsewhere") is None
+
+
+def test_compile_without_database_reports_no_tuned_functions(tmp_path):
+    import sparsecc
+
+    graph = conv1d_graph()
+    cm = sparsecc.compile(None, graph=graph, tuning_db=tmp_path)
+    assert cm.manifest["metrics"]["tuned_functions"] == 0
+    assert cm.manifest["tuning"] == {"database": None, "functions": []}
+    x = np.random.default_rng(1).standard_normal((2, 16, 256)).astype("float32")
+    np.testing.assert_allclose(cm(x), run_graph(graph, x)[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_tune_then_compile_applies_records_only_for_that_target(tmp_path):
     """A few trials (minutes on 2 cores): records are kept only where they beat the template, compile applies
