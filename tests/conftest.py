@@ -44,6 +44,10 @@ def pytest_configure(config):
     torch.manual_seed(0)
     # compiles in the suite must not pick up tuning records a user made with `sparsecc tune` on this machine
     os.environ["SPARSECC_TUNING_DB"] = tempfile.mkdtemp(prefix="sparsecc-tests-tuning-")
+    # xdist runs one test process per core: one TVM worker thread each, or the two processes' spinning thread
+    # pools preempt each other and a kernel stalls for whole scheduler time slices (a 256x256 linear took 4 ms)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["TVM_NUM_THREADS"] = "1"
 
 
 def assert_cuda_compiles(executable, arch: str) -> None:
