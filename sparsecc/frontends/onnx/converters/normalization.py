@@ -21,7 +21,7 @@ def batch_norm(cx: NodeContext) -> list[Result]:
     dtypes = {cx.dtype(i) for i in range(5)}
     if len(dtypes) != 1:
         raise cx.unsupported(f"mixed dtypes {sorted(dtypes)}")
-    epsilon = float(np.float32(cx.attr("epsilon", 1e-5)))
+    epsilon = _epsilon(cx)
     return [cx.emit("batch_norm", [cx.value(i) for i in range(5)], cx.type(0), epsilon=epsilon)]
 
 
@@ -31,7 +31,7 @@ def instance_norm(cx: NodeContext) -> list[Result]:
     channels = cx.shape(0)[1]
     if not isinstance(channels, int) or cx.rank(0) < 3:
         raise cx.unsupported(f"input shape {list(cx.shape(0))}")
-    epsilon = float(np.float32(cx.attr("epsilon", 1e-5)))
+    epsilon = _epsilon(cx)
     return [cx.emit("group_norm", [cx.value(0), cx.value(1), cx.value(2)], cx.type(0), num_groups=channels,
                     epsilon=epsilon)]
 
@@ -44,7 +44,7 @@ def group_norm(cx: NodeContext) -> list[Result]:
         raise cx.unsupported(f"{channels} channels in {groups} groups")
     if cx.dtype(0) not in ("float32", "float64"):
         raise cx.unsupported(f"stash_type semantics for {cx.dtype(0)}")
-    epsilon = float(np.float32(cx.attr("epsilon", 1e-5)))
+    epsilon = _epsilon(cx)
     weights = [cx.value(1), cx.value(2)]
     if cx.opset < 21:  # scale and bias per group: repeat them per channel
         weights = []
@@ -57,7 +57,7 @@ def group_norm(cx: NodeContext) -> list[Result]:
 def _stats(cx: NodeContext, x: str, axes: list[int]) -> tuple[str, str, TensorType]:
     """mean and x - mean over ``axes`` (kept), and the reduced type."""
     t = typeof(cx, x)
-    reduced = TensorType(tuple(1 if i in axes else d for i, d in enumerate(t.shape)), t.dtype)
+    reduced = _reduced(t, axes)
     mean = cx.emit("reduce_mean", [x], reduced, axes=axes, keepdims=True)
     return mean, cx.emit("sub", [x, mean], t), reduced
 
@@ -68,24 +68,33 @@ def _inv_sqrt(cx: NodeContext, v: str, epsilon: float) -> str:
     return cx.emit("reciprocal", [cx.emit("sqrt", [shifted], t)], t)
 
 
-def _stash_check(cx: NodeContext) -> None:
+def _trailing_axes_and_epsilon(cx: NodeContext) -> tuple[list[int], float]:
+    """Layer/RMS normalization: stash_type checked; the normalized axes [axis, rank) and epsilon."""
     if cx.dtype(0) not in ("float32", "float64"):
         raise cx.unsupported(f"stash_type semantics for {cx.dtype(0)}")
     if int(cx.attr("stash_type", 1)) != 1:
         raise cx.unsupported(f"stash_type={cx.attr('stash_type')}")
+    rank = cx.rank(0)
+    return list(range(norm_axis(cx, int(cx.attr("axis", -1)), rank), rank)), _epsilon(cx)
+
+
+def _epsilon(cx: NodeContext) -> float:
+    """The epsilon attribute as the float32 ONNX's reference computes with."""
+    return float(np.float32(cx.attr("epsilon", 1e-5)))
+
+
+def _reduced(t: TensorType, axes: list[int]) -> TensorType:
+    """``t`` with ``axes`` reduced to 1 (keepdims)."""
+    return TensorType(tuple(1 if i in axes else d for i, d in enumerate(t.shape)), t.dtype)
 
 
 @converter("LayerNormalization")
 def layer_norm(cx: NodeContext) -> list[Result]:
     """Y with the canonical layer_norm; the optional Mean and InvStdDev outputs computed alongside."""
-    _stash_check(cx)
-    rank = cx.rank(0)
-    axis = norm_axis(cx, int(cx.attr("axis", -1)), rank)
-    epsilon = float(np.float32(cx.attr("epsilon", 1e-5)))
-    y = cx.emit("layer_norm", [cx.value(0), cx.value(1), cx.value(2)], cx.type(0), axis=axis, epsilon=epsilon)
+    axes, epsilon = _trailing_axes_and_epsilon(cx)
+    y = cx.emit("layer_norm", [cx.value(0), cx.value(1), cx.value(2)], cx.type(0), axis=axes[0], epsilon=epsilon)
     if not (cx.has_output(1) or cx.has_output(2)):
         return [y]
-    axes = list(range(axis, rank))
     mean, centered, reduced = _stats(cx, cx.value(0), axes)
     var = cx.emit("reduce_mean", [cx.emit("mul", [centered, centered], cx.type(0))], reduced, axes=axes,
                   keepdims=True)
@@ -95,13 +104,9 @@ def layer_norm(cx: NodeContext) -> list[Result]:
 @converter("RMSNormalization")
 def rms_norm(cx: NodeContext) -> list[Result]:
     """X / sqrt(mean(X^2) + epsilon) * scale over axes [axis, rank), as ONNX's reference writes it."""
-    _stash_check(cx)
-    rank = cx.rank(0)
-    axis = norm_axis(cx, int(cx.attr("axis", -1)), rank)
-    epsilon = float(np.float32(cx.attr("epsilon", 1e-5)))
+    axes, epsilon = _trailing_axes_and_epsilon(cx)
     x, t = cx.value(0), cx.type(0)
-    axes = list(range(axis, rank))
-    reduced = TensorType(tuple(1 if i in axes else d for i, d in enumerate(t.shape)), t.dtype)
+    reduced = _reduced(t, axes)
     ms = cx.emit("reduce_mean", [cx.emit("mul", [x, x], t)], reduced, axes=axes, keepdims=True)
     y = cx.emit("mul", [x, _inv_sqrt(cx, ms, epsilon)], t)
     out = TensorType(broadcast(cx, t.shape, cx.shape(1)), t.dtype)
@@ -115,7 +120,7 @@ def lp_norm(cx: NodeContext) -> list[Result]:
     if p not in (1, 2):
         raise cx.unsupported(f"p={p}")
     x, t = cx.value(0), cx.type(0)
-    reduced = TensorType(tuple(1 if i == axis else d for i, d in enumerate(t.shape)), t.dtype)
+    reduced = _reduced(t, [axis])
     terms = cx.emit("abs", [x], t) if p == 1 else cx.emit("mul", [x, x], t)
     norm = cx.emit("reduce_sum", [terms], reduced, axes=[axis], keepdims=True)
     if p == 2:
