@@ -530,20 +530,16 @@ def _nan_select(pick: Callable) -> Callable:
     return fn
 
 
-@lowering("maximum")
-def _maximum(cx: Lowering, a: relax.Expr, b: relax.Expr) -> relax.Expr:
-    a, b = promote(cx, a, b)
-    if dtype_of(a) == "bool":
-        return cx.emit(R.logical_or(a, b))
-    return elementwise(cx, _nan_select(tirx.max), a, b)
+_EXTREMA = {"maximum": (R.logical_or, tirx.max), "minimum": (R.logical_and, tirx.min)}
 
 
-@lowering("minimum")
-def _minimum(cx: Lowering, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+@lowering(*_EXTREMA)
+def _extremum(cx: Lowering, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    on_bool, on_numbers = _EXTREMA[cx.node.op]
     a, b = promote(cx, a, b)
     if dtype_of(a) == "bool":
-        return cx.emit(R.logical_and(a, b))
-    return elementwise(cx, _nan_select(tirx.min), a, b)
+        return cx.emit(on_bool(a, b))
+    return elementwise(cx, _nan_select(on_numbers), a, b)
 
 
 def _compare(op: Callable) -> Callable:
