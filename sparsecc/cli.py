@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsecc.errors import SparseccError
+from sparsecc.ir.graph import Graph
 from sparsecc.ir.ops import OPS
 
 EPILOG = "Docs: README.md. Every command has --help."
@@ -47,6 +48,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
     cm = sparsecc.compile(args.model, target=args.target, compress=args.compress, budget=args.budget,
                           calibration=args.calib, input_shapes=shapes or None)
     cm.save(args.output)
+    if cm.manifest["plan"]:
+        print_compression(cm.manifest["plan"])
     print(f"compiled {args.model} for {cm.target}: {len(cm.graph.nodes)} ops, "
           f"{cm.manifest['metrics']['param_bytes'] / 1e6:.1f} MB of weights, "
           f"{cm.manifest['metrics']['compile_seconds']:.1f} s -> {args.output}")
@@ -108,15 +111,49 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     counts = collections.Counter(n.op for n in g.nodes)
     print(f"ops: {len(g.nodes)} (" + ", ".join(f"{k} {v}" for k, v in counts.most_common()) + ")")
     print(f"weights: {sum(p.data.nbytes for p in g.params.values()) / 1e6:.2f} MB in {len(g.params)} params")
-    print("layers (compressible weights):")
-    for node in g.nodes:
-        w = OPS[node.op].compressible_weight
-        if w is not None and node.inputs[w] in g.params:
-            p = g.params[node.inputs[w]]
-            print(f"  {node.name:40} {node.op:7} {str(list(p.logical_shape)):16} {p.encoding.kind:8} "
-                  f"{p.data.nbytes / 1e3:9.1f} kB")
+    print_layers(g, m.get("plan", []))
     for k, v in m.get("metrics", {}).items():
         print(f"metric {k}: {v}")
+
+
+def print_layers(g: Graph, plan: list[dict]) -> None:
+    """One line per compressible layer: shape, encoding, stored bytes; with a compression plan, also its method,
+    the dense bytes and the weight / calibration output errors (or why the layer stayed dense)."""
+    from sparsecc.ir import encodings
+
+    by_node = {p["node"]: p for p in plan}
+    print("layers (compressible weights):" + ("  [errors: |W-W'|/|W|, output err on calibration]" if plan else ""))
+    for node in g.nodes:
+        w = OPS[node.op].compressible_weight
+        if w is None or node.inputs[w] not in g.params:
+            continue
+        name = node.inputs[w]
+        p = g.params[name]
+        shape = p.encoding.meta.get("shape", list(p.logical_shape))
+        stored = p.data.nbytes + sum(g.params[p.encoding.meta[k]].data.nbytes for k in encodings.COMPANIONS
+                                     if k in p.encoding.meta)
+        line = f"  {node.name:36} {node.op:6} {str(list(shape)):18} {p.encoding.kind:14} {stored / 1e3:9.1f} kB"
+        entry = by_node.get(node.name)
+        if entry is not None:
+            if entry["skipped"]:
+                line += f"  dense: {entry['skipped']}"
+            else:
+                out = "" if entry["output_error"] is None else f" out {entry['output_error']:.2e}"
+                line += (f"  [{entry['encoding']} via {entry['method']}: layer {entry['dense_bytes'] / 1e3:.0f} -> "
+                         f"{entry['bytes'] / 1e3:.0f} kB, w {entry['weight_error']:.2e}{out}]")
+        print(line)
+
+
+def print_compression(plan: list[dict]) -> None:
+    """The compile-time summary of a compression plan."""
+    done = [p for p in plan if not p["skipped"]]
+    dense = sum(p["dense_bytes"] for p in plan)
+    now = sum(p["bytes"] for p in plan)
+    print(f"compressed {len(done)} of {len(plan)} layers: their weights {dense / 1e6:.2f} -> {now / 1e6:.2f} MB "
+          f"({dense / max(now, 1):.1f}x smaller)")
+    for p in plan:
+        if p["skipped"]:
+            print(f"  kept dense: {p['node']} ({p['skipped']})")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -187,9 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .scc path")
     p.add_argument("--input", action="append", default=[], metavar="NAME=SHAPE",
                    help="fix an input's shape, e.g. input_ids=1x128 or input_ids=batch,128 (repeatable)")
-    p.add_argument("--compress", default=None, help="compression scheme (not available in this version)")
-    p.add_argument("--budget", default=None, help="compression budget (not available in this version)")
-    p.add_argument("--calib", default=None, help="calibration .npz (not available in this version)")
+    p.add_argument("--compress", default=None, metavar="SCHEME",
+                   help="compress the linear/conv weights: int8, int4, int4-g128 (group size), int8-asym, N:M "
+                        "sparsity (2:4, 1:4, 4:8), lowrank[:RATIO] (fraction of params kept), lrc:RANK (low-rank "
+                        "compensation), joined by + (2:4+int8, lowrank:0.5+int8, int4-g128+lrc:16); a stage may "
+                        "name its method with @: int4@gptq, 2:4@wanda, lowrank@asvd, lrc:16@eora. Without --calib "
+                        "the data-free methods are used (rtn, magnitude, svd)")
+    p.add_argument("--budget", default=None, help="compression budget for --compress auto (not available in this "
+                                                    "version)")
+    p.add_argument("--calib", default=None, metavar="FILE.npz",
+                   help="calibration inputs, one array per model input (by name; a symbolic first dim is split "
+                        "into batches of 8): enables GPTQ, SparseGPT, activation-aware SVD and EoRA")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("export", help="export a model (.onnx, .pt2 or .scc) as ONNX for onnxruntime", epilog=EPILOG)

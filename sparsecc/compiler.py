@@ -126,10 +126,17 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
 
     ``tuning_db``: root of the ``sparsecc tune`` databases; records for this exact target (its key: CPU, features,
     cores, TVM version) are applied where they exist. None: ``$SPARSECC_TUNING_DB`` or ``~/.cache/sparsecc/tuning``;
-    False: no records. The manifest's ``metrics.tuned_functions`` counts the kernels scheduled from records."""
-    if compress is not None or budget is not None or calibration is not None:
-        raise SparseccError("compression (compress=/budget=/calibration=) is not implemented in this version; "
-                            "compile dense with compress=None")
+    False: no records. The manifest's ``metrics.tuned_functions`` counts the kernels scheduled from records.
+
+    ``compress``: a spec string (``sparsecc.passes.compress.spec``: "int8", "2:4+int4-g128", "lowrank:0.5", ...);
+    ``calibration``: batches (a list of input tuples), one tuple of arrays split into batches, or an ``.npz`` path,
+    used by the data-aware methods (GPTQ, SparseGPT, activation-aware SVD); the manifest's ``plan`` lists every
+    compressible layer's encoding, bytes and error."""
+    if budget is not None or compress == "auto":
+        raise SparseccError("budgeted compression (compress='auto', budget=...) is not implemented in this version; "
+                            "give an explicit scheme such as compress='int8'")
+    if calibration is not None and compress is None:
+        raise SparseccError("calibration data was given without compress=...: nothing would use it")
     from sparsecc.backends.tvm import build, prepare_graph, target_info
     from sparsecc.backends.tvm.tuning import find_database
     from sparsecc.passes.pipeline import canonicalize
@@ -137,7 +144,11 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     t0 = time.perf_counter()
     if graph is None:
         graph = capture(model, example_inputs, input_shapes, dynamic_shapes)
-    graph = prepare_graph(canonicalize()(graph), target)
+    graph = canonicalize()(graph)
+    plan: list[dict[str, Any]] = []
+    if compress is not None:
+        graph, plan = compress_graph(graph, compress, calibration)
+    graph = prepare_graph(graph, target)
     db_dir = find_database(target, tuning_db)
     tuned: list[str] = []
     executable = build(graph, target, tuning_db=db_dir, tuned=tuned)
@@ -153,13 +164,32 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
         "target": info,
         "inputs": [_io(graph, i) for i in graph.inputs],
         "outputs": [_io(graph, o) for o in graph.outputs],
-        "plan": [],
+        "plan": plan,
         "metrics": {"compile_seconds": round(time.perf_counter() - t0, 3), "ops": len(graph.nodes),
                     "param_bytes": int(sum(p.data.nbytes for p in graph.params.values())),
                     "tuned_functions": len(tuned)},
         "tuning": {"database": None if db_dir is None else db_dir.name, "functions": tuned},
     }
     return CompiledModel(graph, lib_path, manifest)
+
+
+def compress_graph(graph: Graph, compress: Any, calibration: Any = None,
+                   say: Any = None) -> tuple[Graph, list[dict[str, Any]]]:
+    """Runs the compression pass (``passes/compress``) on a canonical graph: parses the spec, collects the
+    calibration statistics when data is given, and returns the compressed graph and its per-layer plan."""
+    from sparsecc.passes.compress import CompressionSpec, calibrate, compress as run_compress, load_batches, parse_spec
+    from sparsecc.ir.verify import verify
+
+    spec = compress if isinstance(compress, CompressionSpec) else parse_spec(compress)
+    calib = None
+    if calibration is not None:
+        batches = load_batches(graph, calibration)
+        calib = calibrate(graph, batches)
+    elif spec.needs_calibration():
+        raise SparseccError(f"compress {spec.text!r} names a data-aware method: give calibration data")
+    graph, reports = run_compress(graph, spec, calib)
+    verify(graph)
+    return graph, [r.as_dict() for r in reports]
 
 
 def _io(graph: Graph, name: str) -> dict[str, Any]:

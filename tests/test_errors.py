@@ -125,6 +125,13 @@ def test_truncated_artifact(artifact, tmp_path):
         sparsecc.load(bad)
 
 
-def test_compress_is_refused_until_implemented(tmp_path):
-    with pytest.raises(sparsecc.SparseccError, match="not implemented"):
-        sparsecc.compile(str(small_onnx(tmp_path / "m.onnx")), compress="int8")
+def test_budgeted_compression_is_refused_until_implemented(tmp_path):
+    """The planner (compress='auto', budget=...) does not exist yet: refused, never silently ignored."""
+    for kwargs in ({"compress": "auto"}, {"compress": "int8", "budget": "latency=0.5"}):
+        with pytest.raises(sparsecc.SparseccError, match="not implemented"):
+            sparsecc.compile(str(small_onnx(tmp_path / "m.onnx")), **kwargs)
+
+
+def test_bad_compress_spec_names_the_stage(tmp_path):
+    with pytest.raises(sparsecc.SparseccError, match="unknown stage 'int3'"):
+        sparsecc.compile(str(small_onnx(tmp_path / "m.onnx")), compress="2:4+int3")

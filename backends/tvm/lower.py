@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import math
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,10 +27,13 @@ from tvm import relax, te, tirx, topi
 from tvm.relax import op as R
 
 from sparsecc.errors import UnsupportedOpError
+from sparsecc.ir import encodings
 from sparsecc.ir.graph import Dim, Graph, Node, TensorType
+from sparsecc.ir.layouts import layout_block
 from sparsecc.ir.ops import OPS, REQUIRED
 
-from .kernels import LANES, batch_matmul, conv2d_direct, dense_packed, vecmath
+from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, decode_weight, dense_encoded, dense_packed,
+                      vecmath)
 
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -54,6 +58,8 @@ class Lowering:
         self.bb = relax.BlockBuilder()
         self.symbols: dict[str, tirx.Var] = {}
         self.node: Node | None = None
+        self.env: dict[str, relax.Expr] = {}
+        """Relax value of every graph value and param lowered so far (companion params of compressed weights)."""
 
     # -- dims and types
     def sym(self, name: str) -> tirx.Var:
@@ -731,6 +737,8 @@ def _matmul(cx: Lowering, a: relax.Expr, b: relax.Expr) -> relax.Expr:
 @lowering("linear")
 def _linear(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None = None) -> relax.Expr:
     dt = dtype_of(x)
+    if encodings.is_compressed(cx.graph, cx.node.inputs[1]):
+        return _linear_encoded(cx, x, weight, bias)
     if _param_layout(cx, cx.node.inputs[1]) is not None:
         return _linear_packed(cx, x, weight, bias)
     y = cx.emit(R.matmul(x, R.permute_dims(weight), out_dtype=_acc_dtype(dt)))
@@ -751,6 +759,29 @@ def _linear_packed(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.
         raise cx.unsupported("linear of a 1-D input on a packed weight")
     args = [x, weight] + ([cast(cx, bias, dtype_of(x))] if bias is not None else [])
     return cx.te(dense_packed, *args, name="dense_packed")
+
+
+def _encoded(cx: Lowering, name: str) -> tuple[WeightFormat, list[relax.Expr]]:
+    """The format of compressed param ``name`` and the Relax values of its companions (kernel argument order)."""
+    meta = cx.graph.params[name].encoding.meta
+    lanes = layout_block(meta["layout"]) if "layout" in meta else None
+    companions = [cx.env[meta[k]] for k in encodings.COMPANIONS if k in meta]
+    return WeightFormat.from_meta(meta, lanes), companions
+
+
+def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None) -> relax.Expr:
+    """``linear`` on a compressed weight: on CPU (weights packed by ``relayout``) the kernel reads the encoding as
+    stored; elsewhere the weight is decoded (``kernels.encoded``) and multiplied densely."""
+    fmt, companions = _encoded(cx, cx.node.inputs[1])
+    if dtype_of(x) != "float32":
+        raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
+    if fmt.lanes is not None and rank_of(x) >= 2:
+        args = [x, weight, *companions] + ([bias] if bias is not None else [])
+        return cx.te(partial(dense_encoded, fmt=fmt, has_bias=bias is not None), *args, name="dense_encoded")
+    dense = cx.te(partial(decode_weight, fmt=fmt, shape=[fmt.rows, fmt.reduction]), weight, *companions,
+                  name="decode_weight")
+    y = cx.emit(R.matmul(x, R.permute_dims(dense)))
+    return y if bias is None else cx.emit(R.add(y, bias))
 
 
 @lowering("einsum")
@@ -804,6 +835,10 @@ def _conv_core(cx: Lowering, x: relax.Expr, weight: relax.Expr, strides: Sequenc
 def _conv(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None = None, *,
           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], groups: int = 1) -> relax.Expr:
     dt = dtype_of(x)
+    if encodings.is_compressed(cx.graph, cx.node.inputs[1]):
+        fmt, companions = _encoded(cx, cx.node.inputs[1])
+        shape = cx.graph.params[cx.node.inputs[1]].encoding.meta["shape"]
+        weight = cx.te(partial(decode_weight, fmt=fmt, shape=shape), weight, *companions, name="decode_weight")
     y = _conv_core(cx, x, weight, strides, pads, dilations, groups)
     return cast(cx, _add_channel_bias(cx, y, bias), dt)
 
@@ -1224,11 +1259,14 @@ def _attrs(node: Node) -> dict[str, Any]:
 
 
 def _check_encodings(cx: Lowering, node: Node) -> None:
-    for name in node.inputs:
+    """Compressed weights are read by the compressible ops' kernels only."""
+    weight = OPS[node.op].compressible_weight
+    for i, name in enumerate(node.inputs):
         param = cx.graph.params.get(name)
-        if param is not None and param.encoding.kind != "dense":
+        if param is not None and param.encoding.kind != "dense" and (i != weight or "shape" not in
+                                                                     param.encoding.meta):
             raise cx.unsupported(f"param '{name}' has encoding '{param.encoding.kind}'; the TVM backend has no "
-                                 "kernel for it yet")
+                                 f"kernel that reads it as input {i} of {node.op}")
 
 
 def lower_node(cx: Lowering, node: Node, env: dict[str, relax.Expr]) -> None:
@@ -1259,7 +1297,7 @@ def to_relax(graph: Graph, func_name: str = "main") -> tvm.IRModule:
     """The Relax module of ``graph``: ``main(*graph.inputs, *graph.params)`` returns the graph outputs (a tuple
     when there are several)."""
     cx = Lowering(graph)
-    env: dict[str, relax.Expr] = {}
+    env = cx.env
     params: list[relax.Var] = []
     for name in list(graph.inputs) + list(graph.params):
         var = relax.Var(name, cx.relax_type(graph.types[name]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparsecc.ir import encodings
 from sparsecc.ir.graph import Encoding, Graph, Param
 from sparsecc.ir.layouts import blocked_layout, pack
 
@@ -19,8 +20,9 @@ LANES = 16
 def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
     """A copy of ``graph`` whose float32 ``linear`` weights are packed ``OI16o`` on CPU targets.
 
+    Compressed weights (``sparsecc.ir.encodings``) are packed together with their companions (scales, indices).
     A weight is left alone when another op also reads it (tied embeddings), when its output count is not a
-    multiple of the block, or when it already has a layout or a compressed encoding."""
+    multiple of the block, or when it already has a layout."""
     if resolve_target(target).kind.name != "llvm":
         return graph
     graph = graph.copy()
@@ -31,6 +33,10 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
             continue
         name = node.inputs[1]
         param = graph.params.get(name)
+        if encodings.is_compressed(graph, name):
+            if encodings.can_relayout(graph, name, LANES) and len(users[name]) == 1:
+                encodings.relayout(graph, name, layout)
+            continue
         if (param is None or param.encoding.kind != "dense" or param.encoding.meta or param.data.dtype != np.float32
                 or param.data.ndim != 2 or param.data.shape[0] % LANES or name in graph.outputs
                 or any(u.op != "linear" or u.inputs.index(name) != 1 for u in users[name])):

@@ -8,6 +8,7 @@ import torch
 
 from sparsecc.errors import InputError, UnsupportedOpError
 from sparsecc.interpreter.torch_ops import TORCH_OPS, torch_dtype
+from sparsecc.ir import encodings
 from sparsecc.ir.dims import bind_symbols, eval_dim
 from sparsecc.ir.graph import Graph, Node, Param
 from sparsecc.ir.layouts import unpack
@@ -16,13 +17,20 @@ SHAPE_ATTRS = ("shape",)  # attributes that may hold symbolic dims, resolved per
 
 
 def param_tensor(param: Param) -> torch.Tensor:
-    """The dense tensor a param stands for. Compressed encodings decode here exactly as their kernels do;
-    a packed layout (``sparsecc.ir.layouts``) is unpacked."""
+    """The dense tensor a dense param stands for (a packed layout, ``sparsecc.ir.layouts``, is unpacked)."""
     if param.encoding.kind != "dense":
-        raise UnsupportedOpError(f"encoding {param.encoding.kind}", detail="the interpreter has no decoder for it")
+        raise UnsupportedOpError(f"encoding {param.encoding.kind}", detail="decode it with graph_param_tensor")
     layout = param.encoding.meta.get("layout")
     data = unpack(param.data, layout) if layout else np.array(param.data, copy=True)
     return torch.from_numpy(data)
+
+
+def graph_param_tensor(graph: Graph, name: str) -> torch.Tensor:
+    """The dense tensor param ``name`` stands for: compressed encodings decode exactly as their kernels do
+    (``sparsecc.ir.encodings``)."""
+    if encodings.is_compressed(graph, name):
+        return torch.from_numpy(encodings.load(graph, name).dense())
+    return param_tensor(graph.params[name])
 
 
 class Interpreter:
@@ -30,7 +38,7 @@ class Interpreter:
 
     def __init__(self, graph: Graph, params: dict[str, torch.Tensor] | None = None):
         self.graph = graph
-        self.params = params if params is not None else {k: param_tensor(p) for k, p in graph.params.items()}
+        self.params = params if params is not None else {k: graph_param_tensor(graph, k) for k in graph.params}
         self.hooks: list[Callable[[Node, list[Any], Any], None]] = []
 
     def run(self, *inputs: Any) -> list[torch.Tensor]:

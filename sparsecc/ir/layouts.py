@@ -15,7 +15,8 @@ import numpy as np
 _BLOCKED = re.compile(r"OI(\d+)o")
 
 
-def _block(layout: str) -> int:
+def layout_block(layout: str) -> int:
+    """The block ``b`` of an ``OI{b}o`` layout."""
     m = _BLOCKED.fullmatch(layout)
     if m is None:
         raise ValueError(f"unknown weight layout {layout!r} (known: OI<b>o, e.g. OI16o)")
@@ -27,7 +28,7 @@ def blocked_layout(block: int) -> str:
 
 
 def pack(w: np.ndarray, layout: str) -> np.ndarray:
-    b = _block(layout)
+    b = layout_block(layout)
     o, i = w.shape
     if o % b:
         raise ValueError(f"layout {layout}: {o} output rows are not a multiple of {b}")
@@ -35,7 +36,7 @@ def pack(w: np.ndarray, layout: str) -> np.ndarray:
 
 
 def unpack(w: np.ndarray, layout: str) -> np.ndarray:
-    b = _block(layout)
+    b = layout_block(layout)
     ob, i, _ = w.shape
     return np.ascontiguousarray(w.transpose(0, 2, 1).reshape(ob * b, i))
 
@@ -44,5 +45,5 @@ def logical_shape(shape: tuple[int, ...], layout: str | None) -> tuple[int, ...]
     """The ``[O, I]`` shape of a weight stored as ``shape`` in ``layout`` (``shape`` itself when unpacked)."""
     if layout is None:
         return tuple(shape)
-    b = _block(layout)
+    b = layout_block(layout)
     return (shape[0] * b, shape[1])

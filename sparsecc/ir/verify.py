@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sparsecc.errors import VerificationError
+from sparsecc.ir.encodings import COMPANIONS
 from sparsecc.ir.graph import Graph
 from sparsecc.ir.ops import OPS, REQUIRED
 
@@ -18,6 +19,10 @@ def verify(graph: Graph) -> None:
     for name, param in graph.params.items():
         if graph.types.get(name) != param.type:
             raise VerificationError(f"param '{name}' has type {graph.types.get(name)} but holds {param.type}")
+        for key in COMPANIONS:
+            if key in param.encoding.meta and param.encoding.meta[key] not in graph.params:
+                raise VerificationError(f"param '{name}' ({param.encoding.kind}): its {key} "
+                                        f"'{param.encoding.meta[key]}' is not a param")
     for node in graph.nodes:
         schema = OPS.get(node.op)
         where = f"node '{node.name}' ({node.op})"

@@ -4,6 +4,7 @@ Each template is a TE compute (what the kernel computes, emitted by the lowering
 ``ScheduleRule`` (how it runs, applied in the pipeline's ``schedule`` stage). A rule recognises its kernel by the
 name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) is still found and scheduled.
 
+    encoded.py      linear on a compressed weight (int8/int4, N:M, both) read as stored; decode for the rest
     matmul.py       linear on a packed weight (layout OI16o) and batched matmul of activations: register-tiled
                     GEMM / streaming GEMV with the elementwise epilogue fused
     conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width
@@ -14,6 +15,7 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
 from tvm.s_tir import dlight as dl
 
 from .conv import DirectConv2D, conv2d_direct
+from .encoded import WeightFormat, decode_weight, dense_encoded
 from .elementwise import Injective
 from . import vecmath
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
@@ -22,4 +24,4 @@ CPU_RULES = (RegisterTiledMatmul(), DirectConv2D(), dl.cpu.Reduction(), Injectiv
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
 __all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul",
-           "batch_matmul", "conv2d_direct", "dense_packed", "vecmath"]
+           "WeightFormat", "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed", "vecmath"]

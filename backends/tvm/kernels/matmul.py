@@ -1,4 +1,5 @@
-"""Register-tiled matrix products on CPU: ``linear`` on a packed weight, and batched ``matmul`` of two activations.
+"""Register-tiled matrix products on CPU: ``linear`` on a packed (or compressed, ``encoded.py``) weight, and batched
+``matmul`` of two activations.
 
 Both kernels read their right operand ``b`` lanes at a time from contiguous memory: a weight packed as
 ``[O/b, I, b]`` (layout ``OI{b}o``, see ``sparsecc.ir.layouts``), or a row-major ``[..., K, N]`` activation whose
@@ -15,6 +16,7 @@ from tvm.sym import Analyzer
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from .encoded import ENCODED_BLOCK
 from .tiling import find_block, tile_write_back
 
 DENSE_BLOCK = "sparsecc_dense_packed"
@@ -93,12 +95,14 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        dense = find_block(sch, DENSE_BLOCK, MATMUL_BLOCK)
+        dense = find_block(sch, DENSE_BLOCK, ENCODED_BLOCK, MATMUL_BLOCK)
         if dense is None:
             return None
         name = sch.get(dense).name_hint
-        # dense reads x[..., k], then w[o // b, k, o % b]: the weight's block is the lane count
+        # dense reads x[..., k], then w[o // b, k, o % b]: the weight's block is the lane count (encoded weights
+        # are packed in blocks of LANES, see relayout.py)
         lanes = int(sch.get(dense).reads[-1].source.shape[2]) if name == DENSE_BLOCK else LANES
+        reductions = sum(1 for v in sch.get(dense).iter_vars if v.iter_type == tirx.IterVar.CommReduce)
         out = tile_write_back(sch, dense)
         if out is None:
             return None
@@ -109,12 +113,17 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         no, ni = sch.split(n, [None, blocks * lanes])
         sch.reorder(*outer, mo, no, mi, ni)
         sch.compute_at(dense, no, preserve_unit_loops=True)
-        *_, row, col, k = sch.get_loops(dense)  # one loop per block var, unit ones kept: ..., m, n, k
+        # one loop per block var, unit ones kept: ..., m, n, k (encoded weights: k split in two, jo and ji)
+        *_, row, col = sch.get_loops(dense)[:-reductions]
+        k = sch.get_loops(dense)[-reductions:]
         block, lane = sch.split(col, [blocks, lanes])
-        sch.reorder(k, row, block, lane)
+        sch.reorder(*k, row, block, lane)
         sch.vectorize(lane)
         sch.unroll(block)
         sch.unroll(row)
+        for inner in k[1:]:  # the encoded kernel's byte-sized inner step: constant shifts once unrolled
+            sch.unroll(inner)
+        k = k[0]
         sch.vectorize(sch.split(ni, [blocks, lanes])[1])
         sch.parallel(sch.fuse(*outer, mo, no))
         init = sch.decompose_reduction(dense, k)

@@ -1,0 +1,206 @@
+"""Kernels that read compressed weights directly (``sparsecc.ir.encodings``): quantized, N:M sparse and both.
+
+One TE compute covers every encoding, because the two stages compose independently:
+
+* the **value** of stored column ``j`` of output ``o``: the float32 value itself, or ``(code - zero) * scale`` with
+  the code read from int8/uint8 or from a nibble of a packed byte and the scale/zero of ``j``'s group;
+* the **input column** it multiplies: ``j`` itself when dense, ``(j // n) * m + index(o, j)`` for N:M, the index
+  read from its bit-packed companion. The input value is picked from the ``m`` candidates of its group by a
+  ``select`` chain (lane-invariant loads, so vector code needs no gather instruction).
+
+``y[..., o] = sum_j x[..., column(o, j)] * value(o, j)``: the float operations of the decode are those of
+``EncodedWeight.dense`` (so the interpreter computes the same weights), only the summation order differs.
+
+On CPU every array is packed ``OI{b}o`` (``[O/b, columns, b]``) so the register-tiled schedule of ``matmul.py``
+streams ``b`` outputs per vector; the reduction is split in two axes, ``(jo, ji)``, whose inner extent covers a
+whole byte of nibbles and of indices, so after unrolling every shift amount is a constant. ``decode_weight`` is the
+same decode written out to a dense weight, for kernels with no compressed form (convolutions, GPU matmuls).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from tvm import te, tirx
+
+from sparsecc.ir.encodings import index_bits
+
+ENCODED_BLOCK = "sparsecc_dense_encoded"
+"""Name of the reduction block; ``RegisterTiledMatmul`` schedules it like the dense one."""
+
+SELECT_MAX_M = 16
+"""Up to this group size the input column is picked by a select chain; beyond it, by an indexed load."""
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """What a kernel needs to know of an encoding (from the param's ``Encoding.meta``)."""
+
+    rows: int
+    columns: int
+    """Stored columns ``J`` (the reduction length read from the weight)."""
+    reduction: int
+    """Logical reduction length ``K`` (``J * m / n`` for N:M)."""
+    lanes: int | None
+    """Block of the ``OI{b}o`` layout every array is packed in, or None for plain ``[O, ...]`` arrays."""
+    bits: int | None = None
+    group: int | None = None
+    symmetric: bool = True
+    nm: tuple[int, int] | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], lanes: int | None) -> "WeightFormat":
+        shape = meta["shape"]
+        k = math.prod(shape[1:])
+        nm = tuple(meta["nm"]) if "nm" in meta else None
+        q = meta.get("quant") or {}
+        return cls(shape[0], k * nm[0] // nm[1] if nm else k, k, lanes, q.get("bits"), q.get("group"),
+                   q.get("symmetric", True), nm)
+
+    @property
+    def word_bits(self) -> int:
+        """Bit-packed arrays (nibbles, indices) are read in uint32 words when packed ``OI{b}o``, else in bytes."""
+        return 32 if self.lanes else 8
+
+    @property
+    def period(self) -> int:
+        """Stored columns per inner reduction step: whole words of nibbles and of indices, whole N:M groups."""
+        p = self.word_bits // 4 if self.bits == 4 else 1
+        if self.nm:
+            p = math.lcm(p, self.word_bits // index_bits(self.nm[1]), self.nm[0])
+        return p
+
+
+def _reader(fmt: WeightFormat, arr: te.Tensor) -> Callable[[Any, Any], Any]:
+    """``read(o, col)`` of a per-row array, packed ``[O/b, cols, b]`` or plain ``[O, cols]``."""
+    if fmt.lanes is None:
+        return lambda o, c: arr[o, c]
+    b = fmt.lanes
+    return lambda o, c: arr[o // b, c, o % b]
+
+
+def _value(fmt: WeightFormat, w: te.Tensor, scales: te.Tensor | None, zeros: te.Tensor | None) -> Callable:
+    """``value(o, j)``: stored column ``j`` of row ``o`` as float32, decoded like ``EncodedWeight.dense``."""
+    read = _reader(fmt, w)
+    if fmt.bits is None:
+        return read
+    scale = _reader(fmt, scales)
+    zero = _reader(fmt, zeros) if zeros is not None else None
+    group = fmt.group or fmt.columns
+
+    def value(o: Any, j: Any) -> Any:
+        if fmt.bits == 4:
+            code = _nibble_as_float(read, o, j, fmt.word_bits, 8 if fmt.symmetric else 0)
+        else:
+            code = read(o, j).astype("float32")
+        if zero is not None:
+            code = code - zero(o, j // group)
+        return code * scale(o, j // group)
+
+    return value
+
+
+def _field(read: Callable, o: Any, j: Any, bits: int, word_bits: int) -> Any:
+    """Field ``j`` (``bits`` wide) of row ``o`` of a bit-packed array read in ``word_bits`` words, as uint32."""
+    per = word_bits // bits
+    dt = f"uint{word_bits}"
+    word = read(o, j // per)
+    return ((word >> (bits * (j % per)).astype(dt)) & tirx.const((1 << bits) - 1, dt)).astype("uint32")
+
+
+MAGIC = 1 << 23
+"""``float32`` whose bits are ``0x4B000000``: OR-ing a small integer into its mantissa gives ``MAGIC + integer``."""
+
+
+def _nibble_as_float(read: Callable, o: Any, j: Any, word_bits: int, offset: int) -> Any:
+    """``nibble j - offset`` as float32, exactly: ``bits(MAGIC) | nibble`` reinterpreted, minus ``MAGIC + offset``
+    (two plain vector ops instead of a widening shuffle, an int-to-float convert and a subtraction)."""
+    nibble = _field(read, o, j, 4, word_bits)
+    as_float = tirx.reinterpret("float32", nibble | tirx.const(0x4B000000, "uint32"))
+    return as_float - float(MAGIC + offset)
+
+
+def _column(fmt: WeightFormat, indices: te.Tensor | None) -> Callable:
+    """``column(o, j) -> (base, index)``: the input column stored column ``j`` multiplies is ``base + index``."""
+    if fmt.nm is None:
+        return lambda o, j: (j, None)
+    n, m = fmt.nm
+    bits = index_bits(m)
+    read = _reader(fmt, indices)
+
+    def column(o: Any, j: Any) -> Any:
+        index = _field(read, o, j, bits, fmt.word_bits) if bits < 8 else read(o, j)
+        return (j // n) * m, index.astype("int32")
+
+    return column
+
+
+def _pick(x: te.Tensor, lead: Sequence[Any], base: Any, index: Any, m: int) -> Any:
+    """``x[..., base + index]`` with ``0 <= index < m``."""
+    if index is None:
+        return x[(*lead, base)]
+    if m > SELECT_MAX_M:
+        return x[(*lead, base + index)]
+    picked = x[(*lead, base + m - 1)]
+    for c in range(m - 2, -1, -1):
+        picked = tirx.Select(index == c, x[(*lead, base + c)], picked)
+    return picked
+
+
+def dense_encoded(x: te.Tensor, w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat,
+                  has_bias: bool = False) -> te.Tensor:
+    """``linear(x, W) (+ bias)`` with ``W`` read in its encoding. ``companions``: the indices (N:M), scales and
+    zeros (quantized, asymmetric) present, in that order, then the bias if ``has_bias``."""
+    rest = list(companions)
+    bias = rest.pop() if has_bias else None
+    indices = rest.pop(0) if fmt.nm else None
+    scales = rest.pop(0) if fmt.bits else None
+    zeros = rest.pop(0) if fmt.bits and not fmt.symmetric else None
+    value, column = _value(fmt, w, scales, zeros), _column(fmt, indices)
+    m = fmt.nm[1] if fmt.nm else 1
+    *lead, _ = x.shape
+    p = fmt.period
+    jo = te.reduce_axis((0, fmt.columns // p), name="jo")
+    ji = te.reduce_axis((0, p), name="ji")
+
+    def body(*i: Any) -> Any:
+        o, j = i[-1], jo * p + ji
+        base, index = column(o, j)
+        return te.sum(_pick(x, i[:-1], base, index, m) * value(o, j), axis=[jo, ji])
+
+    y = te.compute((*lead, fmt.rows), body, name=ENCODED_BLOCK)
+    if bias is None:
+        return y
+    return te.compute(y.shape, lambda *i: y[i] + bias[i[-1]], name="bias_add")
+
+
+def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape: Sequence[int]) -> te.Tensor:
+    """The dense float32 weight of logical ``shape`` (``[O, ...]``) an encoding stands for."""
+    rest = list(companions)
+    indices = rest.pop(0) if fmt.nm else None
+    scales = rest.pop(0) if fmt.bits else None
+    zeros = rest.pop(0) if fmt.bits and not fmt.symmetric else None
+    value, column = _value(fmt, w, scales, zeros), _column(fmt, indices)
+    inner = list(shape[1:])
+
+    def flat(i: Sequence[Any]) -> Any:
+        k = i[0]
+        for d, extent in zip(i[1:], inner[1:]):
+            k = k * extent + d
+        return k
+
+    if fmt.nm is None:
+        return te.compute(tuple(shape), lambda o, *i: value(o, flat(i)), name="decode_weight")
+    n, m = fmt.nm
+
+    def element(o: Any, *i: Any) -> Any:
+        k = flat(i)
+        out = tirx.const(0.0, "float32")
+        for t in range(n):
+            j = (k // m) * n + t
+            base, index = column(o, j)
+            out = tirx.Select(base + index == k, value(o, j), out)
+        return out
+
+    return te.compute(tuple(shape), element, name="decode_weight")

@@ -1,0 +1,97 @@
+"""What to compress with: the ``--compress`` string, parsed once into a ``CompressionSpec``.
+
+Grammar (stages joined by ``+``, each optionally ``@method``)::
+
+    int8 | int4 | int4-g128 | int8-asym | int4-g64-asym      quantization   methods: rtn, gptq
+    2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
+    lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
+                                                             methods: svd, asvd (activation-aware)
+    lrc:16                                                   rank-16 compensation of the other stages' error
+                                                             methods: svd, eora (activation-aware)
+
+e.g. ``2:4+int4-g128``, ``2:4@sparsegpt+int8``, ``lowrank:0.4+int8``, ``int4-g128@rtn+lrc:32``. Without ``@``, a
+stage takes its data-aware method when calibration data is available (sparsegpt, gptq, asvd, eora) and its
+data-free one otherwise (magnitude, rtn, svd, svd).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sparsecc.errors import SparseccError
+from sparsecc.ir.encodings import QuantSpec
+
+METHODS = {"quant": ("rtn", "gptq"), "nm": ("magnitude", "wanda", "sparsegpt"), "lowrank": ("svd", "asvd"),
+           "lrc": ("svd", "eora")}
+"""Per stage: its (data-free, data-aware, ...) methods; the first is the data-free default, the last the
+data-aware one."""
+
+_QUANT = re.compile(r"int(4|8)(?:-g(\d+))?(-asym)?")
+_NM = re.compile(r"(\d+):(\d+)")
+_LOWRANK = re.compile(r"lowrank(?::([0-9.]+))?")
+_LRC = re.compile(r"lrc:(\d+)")
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    text: str
+    quant: QuantSpec | None = None
+    nm: tuple[int, int] | None = None
+    lowrank: float | None = None
+    """Fraction of the dense parameters the two factors keep."""
+    compensation: int | None = None
+    """Rank of the compensation side path."""
+    methods: tuple[tuple[str, str], ...] = ()
+    """Explicit ``(stage, method)`` choices; the others default by calibration availability."""
+
+    def method(self, stage: str, calibrated: bool) -> str:
+        chosen = dict(self.methods).get(stage)
+        if chosen is not None:
+            return chosen
+        return METHODS[stage][-1] if calibrated else METHODS[stage][0]
+
+    def needs_calibration(self) -> bool:
+        """Whether a stage was explicitly given a data-aware method."""
+        return any(m != METHODS[s][0] for s, m in self.methods)
+
+
+def parse_spec(text: str) -> CompressionSpec:
+    """Parses a ``--compress`` string (see the module docstring); errors name the bad stage."""
+    if not isinstance(text, str) or not text.strip():
+        raise SparseccError(f"compress: expected a string such as 'int8' or '2:4+int4-g128', got {text!r}")
+    fields: dict = {}
+    methods = []
+    for stage_text in text.replace(" ", "").split("+"):
+        stage_text, _, method = stage_text.partition("@")
+        stage, value = _stage(stage_text, text)
+        if stage in fields:
+            raise SparseccError(f"compress {text!r}: two {stage} stages")
+        fields[stage] = value
+        if method:
+            if method not in METHODS[stage]:
+                raise SparseccError(f"compress {text!r}: unknown method '{method}' for {stage_text} "
+                                    f"(expected one of {', '.join(METHODS[stage])})")
+            methods.append((stage, method))
+    if "lowrank" in fields and "nm" in fields:
+        raise SparseccError(f"compress {text!r}: N:M sparsity of low-rank factors is not supported")
+    return CompressionSpec(text, fields.get("quant"), fields.get("nm"), fields.get("lowrank"), fields.get("lrc"),
+                           tuple(methods))
+
+
+def _stage(stage: str, text: str) -> tuple[str, object]:
+    if m := _QUANT.fullmatch(stage):
+        return "quant", QuantSpec(int(m.group(1)), int(m.group(2)) if m.group(2) else None, not m.group(3))
+    if m := _NM.fullmatch(stage):
+        n, mm = int(m.group(1)), int(m.group(2))
+        if not 0 < n < mm:
+            raise SparseccError(f"compress {text!r}: N:M needs 0 < N < M, got {stage}")
+        return "nm", (n, mm)
+    if m := _LOWRANK.fullmatch(stage):
+        ratio = float(m.group(1)) if m.group(1) else 0.5
+        if not 0 < ratio < 1:
+            raise SparseccError(f"compress {text!r}: lowrank keeps a fraction in (0, 1) of the params, got {ratio}")
+        return "lowrank", ratio
+    if m := _LRC.fullmatch(stage):
+        return "lrc", int(m.group(1))
+    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], N:M, "
+                        "lowrank[:RATIO] or lrc:RANK)")

@@ -1,0 +1,260 @@
+"""Compressed weight encodings: how a compressed weight is stored, and its exact decoding.
+
+A weight of logical shape ``[O, ...]`` is viewed as a matrix ``[O, K]`` (a conv weight ``[Cout, Cin/g, kh, kw]``
+flattens its reduction axes, input channel slowest). Two stages compose, in this order:
+
+* **N:M sparsity** (``nm=(n, m)``): of every ``m`` consecutive weights along ``K`` only ``n`` are kept. The stored
+  columns are ``J = K * n / m`` values plus, per value, its index within its group of ``m``.
+* **Quantization** (``quant``): the stored values (all ``K`` of them, or the ``J`` kept ones) become integer codes
+  with one float32 scale (and, asymmetric, one zero point) per output row and group of ``group`` stored columns
+  (``group=None``: one per row). ``value = (code - zero) * scale``, computed in float32.
+
+Storage (``Param`` + ``Encoding``): the param's array holds the codes (int8 for symmetric 8-bit; uint8 for
+asymmetric 8-bit; uint8 two per byte for 4-bit, the even column in the low nibble, symmetric codes offset by 8) or,
+without quantization, the float32 kept values. Companion arrays are params of their own, named in ``meta`` (so
+every backend receives them as ordinary arguments): ``scales`` and ``zeros`` ``[O, groups]`` float32, ``indices``
+``[O, J * bits / 8]`` uint8 with the indices bit-packed (2 bits for ``m <= 4``, 4 for ``m <= 16``, else 8),
+lowest bits first. A backend may re-lay out every one of them together (``meta["layout"]``, ``sparsecc.ir.layouts``);
+in such a layout the bit-packed arrays are little-endian uint32 words (8 nibbles, 16 2-bit indices), so a kernel
+unpacks them with shifts on 32-bit lanes.
+
+``decode`` is what every kernel computes, in the same float32 operations: the interpreter runs on it, so accuracy
+measured there is the deployed accuracy (up to the order of the summation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sparsecc.ir.layouts import pack, unpack
+
+if TYPE_CHECKING:
+    from sparsecc.ir.graph import Graph
+
+COMPANIONS = ("indices", "scales", "zeros")
+"""``meta`` keys that name companion params."""
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    bits: int = 8
+    group: int | None = None
+    symmetric: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise ValueError(f"quantization to {self.bits} bits: only 4 and 8 are supported")
+        if self.group is not None and self.group <= 0:
+            raise ValueError(f"quantization group size must be positive, got {self.group}")
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1)) + 1 if self.symmetric else 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
+
+    @property
+    def name(self) -> str:
+        return f"int{self.bits}" + (f"-g{self.group}" if self.group else "") + ("" if self.symmetric else "-asym")
+
+    def groups(self, columns: int) -> int:
+        g = self.group or columns
+        if columns % g:
+            raise ValueError(f"{self.name}: {columns} columns are not a multiple of the group size {g}")
+        return columns // g
+
+
+@dataclass
+class EncodedWeight:
+    """A compressed weight in logical form: ``values`` ``[O, J]`` (float32 values, or integer codes centred on
+    zero for symmetric / in ``[0, 2^bits)`` for asymmetric quantization), ``indices`` ``[O, J]`` for N:M."""
+
+    shape: tuple[int, ...]
+    values: np.ndarray
+    nm: tuple[int, int] | None = None
+    indices: np.ndarray | None = None
+    quant: QuantSpec | None = None
+    scales: np.ndarray | None = None
+    zeros: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        parts = ([f"{self.nm[0]}:{self.nm[1]}"] if self.nm else []) + ([self.quant.name] if self.quant else [])
+        return "+".join(parts) or "dense"
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def reduction(self) -> int:
+        return int(np.prod(self.shape[1:]))
+
+    def stored_values(self) -> np.ndarray:
+        """``[O, J]`` float32: the kept values, dequantized exactly as the kernels do."""
+        if self.quant is None:
+            return self.values.astype(np.float32)
+        g = self.quant.group or self.values.shape[1]
+        codes = self.values.astype(np.float32)
+        zeros = np.float32(0) if self.zeros is None else np.repeat(self.zeros, g, axis=1)
+        return (codes - zeros) * np.repeat(self.scales, g, axis=1)
+
+    def dense(self) -> np.ndarray:
+        """The float32 weight of logical shape ``shape`` this encoding stands for."""
+        values = self.stored_values()
+        if self.nm is None:
+            return values.reshape(self.shape)
+        n, m = self.nm
+        o, j = values.shape
+        w = np.zeros((o, j // n, m), np.float32)
+        np.put_along_axis(w, self.indices.reshape(o, j // n, n).astype(np.int64), values.reshape(o, j // n, n), 2)
+        return w.reshape(self.shape)
+
+    def nbytes(self) -> int:
+        """Bytes as stored (packed codes and indices included)."""
+        bits = self.quant.bits if self.quant else 32
+        total = self.values.size * bits // 8
+        if self.nm:
+            total += self.indices.size * index_bits(self.nm[1]) // 8
+        for a in (self.scales, self.zeros):
+            total += 0 if a is None else a.size * 4
+        return total
+
+
+def index_bits(m: int) -> int:
+    return 2 if m <= 4 else 4 if m <= 16 else 8
+
+
+def nm_compress(w: np.ndarray, mask: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kept values ``[O, J]`` and their in-group indices of a 2-D ``w`` whose boolean ``mask`` keeps exactly ``n``
+    of every ``m`` consecutive columns."""
+    o, k = w.shape
+    if k % m:
+        raise ValueError(f"N:M {n}:{m}: the reduction size {k} is not a multiple of {m}")
+    kept = mask.reshape(o, k // m, m)
+    if not np.all(kept.sum(axis=2) == n):
+        raise ValueError(f"N:M {n}:{m}: the mask does not keep exactly {n} of every {m}")
+    idx = np.argsort(~kept, axis=2, kind="stable")[:, :, :n]  # kept positions, ascending
+    values = np.take_along_axis(w.reshape(o, k // m, m), idx, 2)
+    return values.reshape(o, -1), idx.reshape(o, -1).astype(np.uint8)
+
+
+# ---- bit packing ------------------------------------------------------------------------------------------------
+def pack_bits(a: np.ndarray, bits: int) -> np.ndarray:
+    """Packs the last axis of an array of small unsigned ints ``bits`` each, lowest bits first, into uint8."""
+    per = 8 // bits
+    if a.shape[-1] % per:
+        raise ValueError(f"cannot pack {a.shape[-1]} {bits}-bit fields into whole bytes")
+    a = a.astype(np.uint8).reshape(*a.shape[:-1], -1, per)
+    shifts = (np.arange(per, dtype=np.uint8) * bits)
+    return np.bitwise_or.reduce(a << shifts, axis=-1).astype(np.uint8)
+
+
+def unpack_bits(a: np.ndarray, bits: int) -> np.ndarray:
+    per = 8 // bits
+    shifts = (np.arange(per, dtype=np.uint8) * bits)
+    return ((a[..., None] >> shifts) & ((1 << bits) - 1)).reshape(*a.shape[:-1], -1).astype(np.uint8)
+
+
+# ---- to and from graph params ----------------------------------------------------------------------------------
+def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
+    """Replaces param ``name`` of ``graph`` by ``enc`` (codes in the param, companions as new params)."""
+    from sparsecc.ir.graph import Encoding, Param
+
+    meta: dict = {"shape": list(enc.shape)}
+    data = enc.values
+    if enc.quant is not None:
+        q = enc.quant
+        meta["quant"] = {"bits": q.bits, "group": q.group, "symmetric": q.symmetric}
+        if q.bits == 4:
+            data = pack_bits(data + (8 if q.symmetric else 0), 4)
+        else:
+            data = data.astype(np.int8 if q.symmetric else np.uint8)
+        meta["scales"] = graph.add_param(f"{name}.scales", enc.scales.astype(np.float32))
+        if not q.symmetric:
+            meta["zeros"] = graph.add_param(f"{name}.zeros", enc.zeros.astype(np.float32))
+    else:
+        data = data.astype(np.float32)
+    if enc.nm is not None:
+        meta["nm"] = list(enc.nm)
+        meta["indices"] = graph.add_param(f"{name}.indices", pack_bits(enc.indices, index_bits(enc.nm[1])))
+    graph.params[name] = Param(np.ascontiguousarray(data), Encoding(enc.kind, meta))
+    graph.types[name] = graph.params[name].type
+
+
+def _from_layout(arr: np.ndarray, meta: dict) -> np.ndarray:
+    if "layout" not in meta:
+        return arr
+    arr = unpack(arr, meta["layout"])
+    return arr.view("<u1") if arr.dtype == np.uint32 else arr
+
+
+def _to_layout(arr: np.ndarray, layout: str, words: bool) -> np.ndarray:
+    return pack(arr.view("<u4") if words else arr, layout)
+
+
+def _bit_packed(meta: dict) -> dict[str, bool]:
+    """Which of a compressed weight's arrays (``"data"`` and companions) hold bit-packed fields."""
+    return {"data": (meta.get("quant") or {}).get("bits") == 4,
+            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8, "scales": False, "zeros": False}
+
+
+def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
+    """The (unpacked) array of ``name``'s companion ``key``, or None."""
+    meta = graph.params[name].encoding.meta
+    if key not in meta:
+        return None
+    return _from_layout(graph.params[meta[key]].data, meta)
+
+
+def load(graph: "Graph", name: str) -> EncodedWeight:
+    """The ``EncodedWeight`` param ``name`` stores (layouts undone, bits unpacked)."""
+    param = graph.params[name]
+    meta = param.encoding.meta
+    data = _from_layout(param.data, meta)
+    quant = QuantSpec(**meta["quant"]) if "quant" in meta else None
+    if quant is not None:
+        if quant.bits == 4:
+            data = unpack_bits(data, 4).astype(np.int32) - (8 if quant.symmetric else 0)
+        data = data.astype(np.int32)
+    nm = tuple(meta["nm"]) if "nm" in meta else None
+    indices = None if nm is None else unpack_bits(companion(graph, name, "indices"), index_bits(nm[1]))
+    return EncodedWeight(tuple(meta["shape"]), data, nm, indices, quant, companion(graph, name, "scales"),
+                         companion(graph, name, "zeros"))
+
+
+def is_compressed(graph: "Graph", name: str) -> bool:
+    p = graph.params.get(name)
+    return p is not None and p.encoding.kind != "dense"
+
+
+def can_relayout(graph: "Graph", name: str, block: int) -> bool:
+    """Whether ``relayout`` applies: rows a multiple of ``block``, bit-packed arrays in whole uint32 words."""
+    param = graph.params[name]
+    meta = param.encoding.meta
+    arrays = {"data": param.data, **{k: graph.params[meta[k]].data for k in COMPANIONS if k in meta}}
+    packed = _bit_packed(meta)
+    return "layout" not in meta and meta["shape"][0] % block == 0 and all(
+        a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k])
+
+
+def relayout(graph: "Graph", name: str, layout: str) -> None:
+    """Stores compressed param ``name`` and its companions in ``layout`` (every array is ``[O, ...]`` per row;
+    bit-packed uint8 arrays become uint32 words first)."""
+    from sparsecc.ir.graph import Encoding, Param
+
+    param = graph.params[name]
+    meta = dict(param.encoding.meta, layout=layout)
+    words = _bit_packed(meta)
+    for key in COMPANIONS:
+        if key in meta:
+            c = meta[key]
+            graph.params[c] = Param(_to_layout(graph.params[c].data, layout, words[key]),
+                                    Encoding("dense", {"companion_of": name}))
+            graph.types[c] = graph.params[c].type
+    graph.params[name] = Param(_to_layout(param.data, layout, words["data"]), Encoding(param.encoding.kind, meta))
+    graph.types[name] = graph.params[name].type
