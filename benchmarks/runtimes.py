@@ -6,6 +6,7 @@ TVM's own ONNX frontend + default pipeline, and sparsecc.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +55,21 @@ def onnxruntime(w: Workload, workdir: Path) -> Run:
     return lambda: sess.run(None, feeds)
 
 
+def onnxruntime_int8(w: Workload, workdir: Path) -> Run:
+    """ONNX Runtime on its own dynamic int8 quantization of the model (``quantize_dynamic``, int8 weights)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = workdir / f"{w.name}.int8.onnx"
+    if not path.exists():
+        quantize_dynamic(str(export_onnx(w, workdir)), str(path), weight_type=QuantType.QInt8)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feeds = {i.name: a for i, a in zip(sess.get_inputs(), w.inputs)}
+    return lambda: sess.run(None, feeds)
+
+
 def tvm_default(w: Workload, workdir: Path) -> Run:
     """TVM 0.27 as it comes: its ONNX frontend and ``tvm.compile``'s default Relax pipeline."""
     import onnx
@@ -70,10 +86,14 @@ def tvm_default(w: Workload, workdir: Path) -> Run:
     return lambda: vm["main"](*args)
 
 
-def sparsecc_x86(w: Workload, workdir: Path) -> Run:
+def sparsecc_x86(w: Workload, workdir: Path, compress: str | None = None) -> Run:
+    """sparsecc for this host; with ``compress``, calibrated on the workload's own inputs (speed only: quality is
+    measured by ``benchmarks.quality`` on held-out data)."""
     import sparsecc
 
-    cm = sparsecc.compile(w.model, tuple(torch.from_numpy(a) for a in w.inputs), target="x86")
+    calibration = None if compress is None else [tuple(w.inputs)]
+    cm = sparsecc.compile(w.model, tuple(torch.from_numpy(a) for a in w.inputs), target="x86", compress=compress,
+                          calibration=calibration)
     runner = cm.runner()
     return lambda: runner(*w.inputs)
 
@@ -82,8 +102,10 @@ RUNTIMES: dict[str, Callable[[Workload, Path], Run]] = {
     "pytorch_eager": torch_eager,
     "torch_compile": torch_compile,
     "onnxruntime": onnxruntime,
+    "onnxruntime_int8": onnxruntime_int8,
     "tvm_default": tvm_default,
     "sparsecc": sparsecc_x86,
+    **{f"sparsecc_{spec}": partial(sparsecc_x86, compress=spec) for spec in ("int8", "2:4+int8", "w8a8")},
 }
 
 

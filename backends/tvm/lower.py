@@ -33,7 +33,7 @@ from sparsecc.ir.layouts import layout_block
 from sparsecc.ir.ops import OPS, REQUIRED
 
 from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, decode_weight, dense_encoded, dense_packed,
-                      vecmath)
+                      dense_w8a8, quantize_input, vecmath)
 
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -775,6 +775,12 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
     fmt, companions = _encoded(cx, cx.node.inputs[1])
     if dtype_of(x) != "float32":
         raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
+    act = cx.graph.params[cx.node.inputs[1]].encoding.meta.get("activation")
+    if act is not None:
+        xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"]), x, name="quantize_input")
+        args = [xq, weight, *companions] + ([bias] if bias is not None else [])
+        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), *args,
+                     name="dense_w8a8")
     if fmt.lanes is not None and rank_of(x) >= 2:
         args = [x, weight, *companions] + ([bias] if bias is not None else [])
         return cx.te(partial(dense_encoded, fmt=fmt, has_bias=bias is not None), *args, name="dense_encoded")

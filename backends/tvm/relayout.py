@@ -35,7 +35,7 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
         param = graph.params.get(name)
         if encodings.is_compressed(graph, name):
             if encodings.can_relayout(graph, name, LANES) and len(users[name]) == 1:
-                encodings.relayout(graph, name, layout)
+                encodings.relayout(graph, name, LANES)
             continue
         if (param is None or param.encoding.kind != "dense" or param.encoding.meta or param.data.dtype != np.float32
                 or param.data.ndim != 2 or param.data.shape[0] % LANES or name in graph.outputs

@@ -24,8 +24,8 @@ from sparsecc.ir.encodings import EncodedWeight, QuantSpec
 from sparsecc.ir.graph import Graph, Node, TensorType
 
 from . import lowrank, quantize, sparsify
-from .calibration import Calibration, compressible_weight
-from .spec import CompressionSpec
+from .calibration import Calibration, LayerStats, compressible_weight
+from .spec import METHODS, CompressionSpec
 
 
 @dataclass
@@ -52,6 +52,12 @@ def compress(graph: Graph, spec: CompressionSpec, calibration: Calibration | Non
              progress: Callable[[str], None] | None = None) -> tuple[Graph, list[LayerReport]]:
     """A compressed copy of ``graph`` and one report per compressible layer (see the module docstring).
     ``progress(name)`` is called before each layer."""
+    if calibration is None:
+        for stage, method in spec.methods:
+            if method != METHODS[stage][0]:
+                _need(None, method)
+        if spec.activations:
+            input_grid(None)
     graph = graph.copy()
     users = graph.users()
     reports = []
@@ -71,18 +77,23 @@ def compress(graph: Graph, spec: CompressionSpec, calibration: Calibration | Non
             report.skipped = reason
             continue
         w = param.data.reshape(shape[0], -1)
-        gram = calibration[name].gram if calibration is not None and name in calibration else None
+        stats = calibration[name] if calibration is not None and name in calibration else None
+        gram = None if stats is None else stats.gram
         if spec.lowrank is not None:
             w_hat = _factorize(graph, node, w, spec, gram, report)
         else:
             enc = _encode(w, spec, gram, report)
             enc.shape = tuple(shape)
+            if spec.activations:
+                enc.activation = input_grid(stats)
             encodings.store(graph, name, enc)
             w_hat = enc.dense().reshape(w.shape)
             report.bytes = enc.nbytes()
         if spec.compensation is not None:
             w_hat = _compensate(graph, node, w, w_hat, spec, gram, report)
         report.encoding = spec.text
+        if gram is None and calibration is not None:
+            report.method += " (data-free: no input statistics for this layer)"
         _measure(report, w, w_hat, gram)
     return graph, reports
 
@@ -96,8 +107,8 @@ def _ineligible(graph: Graph, node: Node, name: str, users: dict[str, list[Node]
         return "weight is shared with other ops"
     if node.op == "conv" and node.attrs.get("groups", 1) != 1 and (spec.lowrank or spec.compensation):
         return "grouped convolution: no low-rank form"
-    if node.op == "conv" and spec.compensation:
-        return "compensation is implemented for linear layers only"
+    if node.op == "conv" and (spec.compensation or spec.activations):
+        return "compensation and W8A8 are implemented for linear layers only"
     k = int(np.prod(data.shape[1:]))
     columns = k
     if spec.nm:
@@ -111,6 +122,17 @@ def _ineligible(graph: Graph, node: Node, name: str, users: dict[str, list[Node]
     if spec.quant and spec.lowrank is None:
         return _quant_fit(spec.quant, columns)
     return ""
+
+
+def input_grid(stats: LayerStats | None) -> tuple[float, int]:
+    """W8A8's static uint8 grid ``(scale, zero)`` for a layer's input: its calibration range, widened to hold 0."""
+    if stats is None:
+        from sparsecc.errors import SparseccError
+
+        raise SparseccError("w8a8 needs calibration data (calibration=... / --calib) for its input scales")
+    low, high = min(stats.low, 0.0), max(stats.high, 0.0)
+    scale = float(np.float32(max(high - low, 1e-8) / 255.0))
+    return scale, int(np.clip(np.rint(-low / scale), 0, 255))
 
 
 def _quant_fit(q: QuantSpec, columns: int) -> str:

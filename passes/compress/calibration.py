@@ -25,6 +25,9 @@ class LayerStats:
     gram: np.ndarray
     """``XᵀX`` summed over every calibration row, float64 ``[K, K]``."""
     rows: int = 0
+    low: float = 0.0
+    high: float = 0.0
+    """Smallest and largest input value seen (W8A8's static input grid)."""
 
     @property
     def input_norms(self) -> np.ndarray:
@@ -66,14 +69,16 @@ def calibrate(graph: Graph, batches: Iterable[Sequence[Any]], weights: set[str] 
         rows = _rows(node, args[0], args[1])
         if rows is None:
             return
+        low, high = float(rows.min()), float(rows.max())
         rows = rows.to(torch.float64)
         stats = calib.layers.get(name)
         gram = rows.T @ rows
         if stats is None:
-            calib.layers[name] = LayerStats(gram.numpy(), rows.shape[0])
+            calib.layers[name] = LayerStats(gram.numpy(), rows.shape[0], low, high)
         else:
             stats.gram += gram.numpy()
             stats.rows += rows.shape[0]
+            stats.low, stats.high = min(stats.low, low), max(stats.high, high)
 
     interp.hooks.append(hook)
     with torch.no_grad():

@@ -2,7 +2,10 @@
 
 Grammar (stages joined by ``+``, each optionally ``@method``)::
 
-    int8 | int4 | int4-g128 | int8-asym | int4-g64-asym      quantization   methods: rtn, gptq
+    int8 | int4 | int4-g128 | int8-asym | int4-g64-asym      weight quantization   methods: rtn, gptq
+    w8a8                                                     int8 weights and statically quantized uint8 inputs
+                                                             (scales from calibration; integer dot products)
+                                                             methods: rtn, gptq
     2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
     lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
                                                              methods: svd, asvd (activation-aware)
@@ -41,18 +44,22 @@ class CompressionSpec:
     """Fraction of the dense parameters the two factors keep."""
     compensation: int | None = None
     """Rank of the compensation side path."""
+    activations: bool = False
+    """W8A8: the layers' inputs are quantized too (static per-tensor uint8 grid from calibration)."""
     methods: tuple[tuple[str, str], ...] = ()
     """Explicit ``(stage, method)`` choices; the others default by calibration availability."""
 
     def method(self, stage: str, calibrated: bool) -> str:
+        """The stage's method for a layer: the explicit choice, else by calibration; a layer without input
+        statistics (e.g. a grouped convolution, which has no Gram) always takes the data-free method."""
         chosen = dict(self.methods).get(stage)
-        if chosen is not None:
-            return chosen
-        return METHODS[stage][-1] if calibrated else METHODS[stage][0]
+        if not calibrated:
+            return METHODS[stage][0]
+        return chosen if chosen is not None else METHODS[stage][-1]
 
     def needs_calibration(self) -> bool:
-        """Whether a stage was explicitly given a data-aware method."""
-        return any(m != METHODS[s][0] for s, m in self.methods)
+        """Whether a stage was explicitly given a data-aware method, or inputs are quantized (static scales)."""
+        return self.activations or any(m != METHODS[s][0] for s, m in self.methods)
 
 
 def parse_spec(text: str) -> CompressionSpec:
@@ -74,11 +81,18 @@ def parse_spec(text: str) -> CompressionSpec:
             methods.append((stage, method))
     if "lowrank" in fields and "nm" in fields:
         raise SparseccError(f"compress {text!r}: N:M sparsity of low-rank factors is not supported")
+    activations = fields.get("quant") == "w8a8"
+    if activations:
+        if len(fields) > 1:
+            raise SparseccError(f"compress {text!r}: w8a8 does not compose with other stages yet")
+        fields["quant"] = QuantSpec(8)
     return CompressionSpec(text, fields.get("quant"), fields.get("nm"), fields.get("lowrank"), fields.get("lrc"),
-                           tuple(methods))
+                           activations=activations, methods=tuple(methods))
 
 
 def _stage(stage: str, text: str) -> tuple[str, object]:
+    if stage == "w8a8":
+        return "quant", "w8a8"
     if m := _QUANT.fullmatch(stage):
         return "quant", QuantSpec(int(m.group(1)), int(m.group(2)) if m.group(2) else None, not m.group(3))
     if m := _NM.fullmatch(stage):
@@ -93,5 +107,5 @@ def _stage(stage: str, text: str) -> tuple[str, object]:
         return "lowrank", ratio
     if m := _LRC.fullmatch(stage):
         return "lrc", int(m.group(1))
-    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], N:M, "
-                        "lowrank[:RATIO] or lrc:RANK)")
+    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, "
+                        "N:M, lowrank[:RATIO] or lrc:RANK)")

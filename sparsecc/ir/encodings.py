@@ -18,6 +18,11 @@ lowest bits first. A backend may re-lay out every one of them together (``meta["
 in such a layout the bit-packed arrays are little-endian uint32 words (8 nibbles, 16 2-bit indices), so a kernel
 unpacks them with shifts on 32-bit lanes.
 
+**W8A8** (``activation=(scale, zero)``, int8 symmetric per-channel weights only): the op also quantizes its input,
+statically, to uint8 ``xq = clamp(round_half_even(x / scale) + zero, 0, 255)`` and multiplies integers:
+``y = float32(sum_k (xq - zero) * code) * (float32(scale) * weight_scale[o])`` (``w8a8_linear``); the companion
+``colsums`` ``[O, 1]`` int32 (``sum_k code``) lets an integer kernel subtract the zero point after its dot products.
+
 ``decode`` is what every kernel computes, in the same float32 operations: the interpreter runs on it, so accuracy
 measured there is the deployed accuracy (up to the order of the summation).
 """
@@ -28,12 +33,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sparsecc.ir.layouts import pack, unpack
+from sparsecc.ir.layouts import blocked_layout, layout_block, pack, unpack
 
 if TYPE_CHECKING:
     from sparsecc.ir.graph import Graph
+    import torch
 
-COMPANIONS = ("indices", "scales", "zeros")
+COMPANIONS = ("indices", "scales", "zeros", "colsums")
 """``meta`` keys that name companion params."""
 
 
@@ -80,9 +86,13 @@ class EncodedWeight:
     quant: QuantSpec | None = None
     scales: np.ndarray | None = None
     zeros: np.ndarray | None = None
+    activation: tuple[float, int] | None = None
+    """W8A8: the static uint8 grid ``(scale, zero)`` of the op's input."""
 
     @property
     def kind(self) -> str:
+        if self.activation is not None:
+            return "w8a8"
         parts = ([f"{self.nm[0]}:{self.nm[1]}"] if self.nm else []) + ([self.quant.name] if self.quant else [])
         return "+".join(parts) or "dense"
 
@@ -122,7 +132,7 @@ class EncodedWeight:
             total += self.indices.size * index_bits(self.nm[1]) // 8
         for a in (self.scales, self.zeros):
             total += 0 if a is None else a.size * 4
-        return total
+        return total + (self.rows * 4 if self.activation else 0)
 
 
 def index_bits(m: int) -> int:
@@ -141,6 +151,19 @@ def nm_compress(w: np.ndarray, mask: np.ndarray, n: int, m: int) -> tuple[np.nda
     idx = np.argsort(~kept, axis=2, kind="stable")[:, :, :n]  # kept positions, ascending
     values = np.take_along_axis(w.reshape(o, k // m, m), idx, 2)
     return values.reshape(o, -1), idx.reshape(o, -1).astype(np.uint8)
+
+
+def w8a8_linear(x: "torch.Tensor", enc: EncodedWeight, bias: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """The W8A8 ``linear`` (see the module docstring), exactly as the integer kernels compute it."""
+    import torch
+
+    scale, zero = enc.activation
+    s = torch.tensor(scale, dtype=torch.float32)
+    xq = torch.clamp(torch.round(x / s) + zero, 0, 255) - zero  # integers, exact in float32
+    codes = torch.from_numpy(enc.values.astype(np.float64))
+    acc = (xq.to(torch.float64) @ codes.T).to(torch.float32)  # exact integer sums (< 2^53), rounded like int32->f32
+    y = acc * (s * torch.from_numpy(enc.scales.reshape(-1)))
+    return y if bias is None else y + bias
 
 
 # ---- bit packing ------------------------------------------------------------------------------------------------
@@ -179,6 +202,12 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
             meta["zeros"] = graph.add_param(f"{name}.zeros", enc.zeros.astype(np.float32))
     else:
         data = data.astype(np.float32)
+    if enc.activation is not None:
+        if enc.quant is None or enc.quant.bits != 8 or not enc.quant.symmetric or enc.quant.group or enc.nm:
+            raise ValueError(f"W8A8 takes int8 symmetric per-channel weights, not {enc.kind}")
+        meta["activation"] = {"scale": float(enc.activation[0]), "zero": int(enc.activation[1])}
+        colsums = enc.values.astype(np.int32).sum(axis=1, keepdims=True).astype(np.int32)
+        meta["colsums"] = graph.add_param(f"{name}.colsums", colsums)
     if enc.nm is not None:
         meta["nm"] = list(enc.nm)
         meta["indices"] = graph.add_param(f"{name}.indices", pack_bits(enc.indices, index_bits(enc.nm[1])))
@@ -186,11 +215,16 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
     graph.types[name] = graph.params[name].type
 
 
-def _from_layout(arr: np.ndarray, meta: dict) -> np.ndarray:
+def _from_layout(arr: np.ndarray, meta: dict, data: bool) -> np.ndarray:
     if "layout" not in meta:
         return arr
-    arr = unpack(arr, meta["layout"])
+    arr = unpack(arr, meta["layout"] if data else companion_layout(meta["layout"]))
     return arr.view("<u1") if arr.dtype == np.uint32 else arr
+
+
+def companion_layout(layout: str) -> str:
+    """Companions are ``[O, few]`` arrays: only the output block of the weight's layout applies to them."""
+    return blocked_layout(layout_block(layout))
 
 
 def _to_layout(arr: np.ndarray, layout: str, words: bool) -> np.ndarray:
@@ -200,7 +234,8 @@ def _to_layout(arr: np.ndarray, layout: str, words: bool) -> np.ndarray:
 def _bit_packed(meta: dict) -> dict[str, bool]:
     """Which of a compressed weight's arrays (``"data"`` and companions) hold bit-packed fields."""
     return {"data": (meta.get("quant") or {}).get("bits") == 4,
-            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8, "scales": False, "zeros": False}
+            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8, "scales": False, "zeros": False,
+            "colsums": False}
 
 
 def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
@@ -208,14 +243,14 @@ def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
     meta = graph.params[name].encoding.meta
     if key not in meta:
         return None
-    return _from_layout(graph.params[meta[key]].data, meta)
+    return _from_layout(graph.params[meta[key]].data, meta, data=False)
 
 
 def load(graph: "Graph", name: str) -> EncodedWeight:
     """The ``EncodedWeight`` param ``name`` stores (layouts undone, bits unpacked)."""
     param = graph.params[name]
     meta = param.encoding.meta
-    data = _from_layout(param.data, meta)
+    data = _from_layout(param.data, meta, data=True)
     quant = QuantSpec(**meta["quant"]) if "quant" in meta else None
     if quant is not None:
         if quant.bits == 4:
@@ -223,8 +258,9 @@ def load(graph: "Graph", name: str) -> EncodedWeight:
         data = data.astype(np.int32)
     nm = tuple(meta["nm"]) if "nm" in meta else None
     indices = None if nm is None else unpack_bits(companion(graph, name, "indices"), index_bits(nm[1]))
+    act = meta.get("activation")
     return EncodedWeight(tuple(meta["shape"]), data, nm, indices, quant, companion(graph, name, "scales"),
-                         companion(graph, name, "zeros"))
+                         companion(graph, name, "zeros"), None if act is None else (act["scale"], act["zero"]))
 
 
 def is_compressed(graph: "Graph", name: str) -> bool:
@@ -232,28 +268,36 @@ def is_compressed(graph: "Graph", name: str) -> bool:
     return p is not None and p.encoding.kind != "dense"
 
 
+def cpu_layout(meta: dict, block: int) -> str:
+    """The layout CPU kernels read a compressed weight in: ``OI{b}o``, or ``OI{b}o4i`` for W8A8's dot products."""
+    return blocked_layout(block, 4 if "activation" in meta else 0)
+
+
 def can_relayout(graph: "Graph", name: str, block: int) -> bool:
-    """Whether ``relayout`` applies: rows a multiple of ``block``, bit-packed arrays in whole uint32 words."""
+    """Whether ``relayout`` applies: rows a multiple of ``block``, bit-packed arrays in whole uint32 words, W8A8
+    inputs in whole groups of 4."""
     param = graph.params[name]
     meta = param.encoding.meta
     arrays = {"data": param.data, **{k: graph.params[meta[k]].data for k in COMPANIONS if k in meta}}
     packed = _bit_packed(meta)
     return "layout" not in meta and meta["shape"][0] % block == 0 and all(
-        a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k])
+        a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k]) and (
+        "activation" not in meta or param.data.shape[1] % 4 == 0)
 
 
-def relayout(graph: "Graph", name: str, layout: str) -> None:
-    """Stores compressed param ``name`` and its companions in ``layout`` (every array is ``[O, ...]`` per row;
-    bit-packed uint8 arrays become uint32 words first)."""
+def relayout(graph: "Graph", name: str, block: int) -> None:
+    """Stores compressed param ``name`` in ``cpu_layout`` and its companions in blocks of ``block`` rows (every
+    array is ``[O, ...]`` per row; bit-packed uint8 arrays become uint32 words first)."""
     from sparsecc.ir.graph import Encoding, Param
 
     param = graph.params[name]
+    layout = cpu_layout(param.encoding.meta, block)
     meta = dict(param.encoding.meta, layout=layout)
     words = _bit_packed(meta)
     for key in COMPANIONS:
         if key in meta:
             c = meta[key]
-            graph.params[c] = Param(_to_layout(graph.params[c].data, layout, words[key]),
+            graph.params[c] = Param(_to_layout(graph.params[c].data, companion_layout(layout), words[key]),
                                     Encoding("dense", {"companion_of": name}))
             graph.types[c] = graph.params[c].type
     graph.params[name] = Param(_to_layout(param.data, layout, words["data"]), Encoding(param.encoding.kind, meta))

@@ -5,6 +5,8 @@ form directly (so the re-layout happens once, at compile time); the interpreter 
 
 ``OI{b}o``: a 2-D ``[O, I]`` weight as ``[O/b, I, b]``, so a kernel streams ``b`` consecutive outputs per input
 element (one vector FMA per broadcast input), as in TVM's ``NCHW16c``-style notation.
+``OI{b}o{i}i``: ``[O/b, I/i, b, i]``, ``i`` consecutive inputs of each output together: the operand of an integer
+dot-product instruction (x86 ``vpdpbusd`` reads 16 outputs x 4 int8 inputs).
 """
 from __future__ import annotations
 
@@ -12,38 +14,49 @@ import re
 
 import numpy as np
 
-_BLOCKED = re.compile(r"OI(\d+)o")
+_BLOCKED = re.compile(r"OI(\d+)o(?:(\d+)i)?")
+
+
+def _blocks(layout: str) -> tuple[int, int]:
+    m = _BLOCKED.fullmatch(layout)
+    if m is None:
+        raise ValueError(f"unknown weight layout {layout!r} (known: OI<b>o, OI<b>o<i>i, e.g. OI16o, OI16o4i)")
+    return int(m.group(1)), int(m.group(2) or 0)
 
 
 def layout_block(layout: str) -> int:
-    """The block ``b`` of an ``OI{b}o`` layout."""
-    m = _BLOCKED.fullmatch(layout)
-    if m is None:
-        raise ValueError(f"unknown weight layout {layout!r} (known: OI<b>o, e.g. OI16o)")
-    return int(m.group(1))
+    """The output block ``b`` of an ``OI{b}o`` / ``OI{b}o{i}i`` layout."""
+    return _blocks(layout)[0]
 
 
-def blocked_layout(block: int) -> str:
-    return f"OI{block}o"
+def blocked_layout(block: int, inner: int = 0) -> str:
+    return f"OI{block}o" + (f"{inner}i" if inner else "")
 
 
 def pack(w: np.ndarray, layout: str) -> np.ndarray:
-    b = layout_block(layout)
-    o, i = w.shape
+    b, i = _blocks(layout)
+    o, k = w.shape
     if o % b:
         raise ValueError(f"layout {layout}: {o} output rows are not a multiple of {b}")
-    return np.ascontiguousarray(w.reshape(o // b, b, i).transpose(0, 2, 1))
+    if i and k % i:
+        raise ValueError(f"layout {layout}: {k} inputs are not a multiple of {i}")
+    if i:
+        return np.ascontiguousarray(w.reshape(o // b, b, k // i, i).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(w.reshape(o // b, b, k).transpose(0, 2, 1))
 
 
 def unpack(w: np.ndarray, layout: str) -> np.ndarray:
-    b = layout_block(layout)
-    ob, i, _ = w.shape
-    return np.ascontiguousarray(w.transpose(0, 2, 1).reshape(ob * b, i))
+    b, i = _blocks(layout)
+    if i:
+        ob, ki, _, _ = w.shape
+        return np.ascontiguousarray(w.transpose(0, 2, 1, 3).reshape(ob * b, ki * i))
+    ob, k, _ = w.shape
+    return np.ascontiguousarray(w.transpose(0, 2, 1).reshape(ob * b, k))
 
 
 def logical_shape(shape: tuple[int, ...], layout: str | None) -> tuple[int, ...]:
     """The ``[O, I]`` shape of a weight stored as ``shape`` in ``layout`` (``shape`` itself when unpacked)."""
     if layout is None:
         return tuple(shape)
-    b = layout_block(layout)
-    return (shape[0] * b, shape[1])
+    b, i = _blocks(layout)
+    return (shape[0] * b, shape[1] * i if i else shape[1])

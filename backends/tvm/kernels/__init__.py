@@ -5,6 +5,7 @@ Each template is a TE compute (what the kernel computes, emitted by the lowering
 name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) is still found and scheduled.
 
     encoded.py      linear on a compressed weight (int8/int4, N:M, both) read as stored; decode for the rest
+    w8a8.py         linear with a statically quantized uint8 input and int8 weights: VNNI dot products
     matmul.py       linear on a packed weight (layout OI16o) and batched matmul of activations: register-tiled
                     GEMM / streaming GEMV with the elementwise epilogue fused
     conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width
@@ -19,9 +20,11 @@ from .encoded import WeightFormat, decode_weight, dense_encoded
 from .elementwise import Injective
 from . import vecmath
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
+from .w8a8 import VnniMatmul, dense_w8a8, quantize_input
 
-CPU_RULES = (RegisterTiledMatmul(), DirectConv2D(), dl.cpu.Reduction(), Injective())
+CPU_RULES = (VnniMatmul(), RegisterTiledMatmul(), DirectConv2D(), dl.cpu.Reduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul",
-           "WeightFormat", "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed", "vecmath"]
+__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "VnniMatmul", "WeightFormat",
+           "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed", "dense_w8a8",
+           "quantize_input", "vecmath"]

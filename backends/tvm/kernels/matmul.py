@@ -79,7 +79,7 @@ def _col_blocks(rows: int, extent: tirx.PrimExpr, lanes: int) -> int:
     return next(b for b in range(want, 0, -1) if n % b == 0)
 
 
-def _rows(extent: tirx.PrimExpr) -> int:
+def tile_rows(extent: tirx.PrimExpr) -> int:
     """Rows per register tile: one for GEMV; else a count that divides the row extent when one does (a symbolic
     ``batch*128`` included), so tiles need no bounds check."""
     if isinstance(extent, tirx.IntImm) and int(extent) == 1:
@@ -107,7 +107,7 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         if out is None:
             return None
         *outer, m, n = sch.get_loops(out)  # tile: rows of the last leading axis x blocks of lanes columns
-        rows = _rows(sch.get(m).extent)
+        rows = tile_rows(sch.get(m).extent)
         blocks = _col_blocks(rows, sch.get(n).extent, lanes)
         mo, mi = sch.split(m, [None, rows])
         no, ni = sch.split(n, [None, blocks * lanes])

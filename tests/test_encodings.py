@@ -1,0 +1,525 @@
+"""Compressed weight encodings (sparsecc.ir.encodings): storage round trips, re-layout, serialization, the graph
+passes that must keep companion params, and the TVM kernels that read compressed weights (x86 output vs the
+interpreter on the same compressed graph; arm64 and CUDA builds).
+
+Weights here are random codes / random N:M masks on purpose: every encoding and every odd shape is covered
+exactly, independently of the compression passes (tests/test_compress.py runs those on real models).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecc.errors import VerificationError
+from sparsecc.interpreter import run_graph
+from sparsecc.ir import encodings as E
+from sparsecc.ir.encodings import EncodedWeight, QuantSpec
+from sparsecc.ir.graph import Graph, TensorType
+from sparsecc.ir.layouts import blocked_layout, unpack
+from sparsecc.ir.serialize import graph_from_json, graph_to_json, load_graph, save_graph
+from sparsecc.ir.verify import verify
+
+Q = QuantSpec
+KINDS = {
+    "int8": (None, Q(8)),
+    "int8-asym": (None, Q(8, symmetric=False)),
+    "int4": (None, Q(4)),
+    "int4-g32": (None, Q(4, 32)),
+    "int4-g32-asym": (None, Q(4, 32, False)),
+    "2:4": ((2, 4), None),
+    "1:4": ((1, 4), None),
+    "4:8": ((4, 8), None),
+    "2:16": ((2, 16), None),       # 4-bit indices, select chain of 16
+    "4:32": ((4, 32), None),       # 8-bit indices, indexed load
+    "2:4+int8": ((2, 4), Q(8)),
+    "2:4+int8-asym": ((2, 4), Q(8, symmetric=False)),
+    "2:4+int4-g16": ((2, 4), Q(4, 16)),
+    "2:4+int4-g16-asym": ((2, 4), Q(4, 16, False)),
+    "4:8+int4": ((4, 8), Q(4)),
+    "4:32+int8": ((4, 32), Q(8)),
+}
+
+
+def make_encoding(o, k, nm=None, quant=None, shape=None, seed=0):
+    """An ``EncodedWeight`` of a random ``[o, k]`` weight: random N:M mask, random codes over the whole grid
+    (qmin..qmax), random positive scales and integer zero points."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((o, k)).astype(np.float32)
+    values, indices = w, None
+    if nm:
+        n, m = nm
+        keep = np.argsort(rng.random((o, k // m, m)), axis=2)[:, :, :n]
+        mask = np.zeros((o, k // m, m), bool)
+        np.put_along_axis(mask, keep, True, 2)
+        values, indices = E.nm_compress(w, mask.reshape(o, k), n, m)
+    scales = zeros = None
+    if quant:
+        j = values.shape[1]
+        groups = quant.groups(j)
+        values = rng.integers(quant.qmin, quant.qmax + 1, size=(o, j)).astype(np.int32)
+        scales = (rng.random((o, groups)) * 0.1 + 0.01).astype(np.float32)
+        if not quant.symmetric:
+            zeros = rng.integers(0, quant.qmax + 1, size=(o, groups)).astype(np.float32)
+    return EncodedWeight(tuple(shape or (o, k)), values, nm, indices, quant, scales, zeros)
+
+
+def stored_graph(enc, name="w"):
+    """A graph holding ``enc`` as param ``name`` read by one linear (or conv for a 4-D shape)."""
+    g = Graph()
+    o = enc.shape[0]
+    if len(enc.shape) == 2:
+        g.add_input("x", TensorType((3, enc.shape[1]), "float32"))
+        g.add_param(name, np.zeros(enc.shape, np.float32))
+        (y,) = g.add_node("linear", ["x", name], [TensorType((3, o), "float32")])
+    else:
+        g.add_input("x", TensorType((1, enc.shape[1], 5, 5), "float32"))
+        g.add_param(name, np.zeros(enc.shape, np.float32))
+        (y,) = g.add_node("conv", ["x", name], [TensorType((1, o, 5, 5), "float32")],
+                          dict(strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1]))
+    g.outputs = [y]
+    E.store(g, name, enc)
+    return g
+
+
+def assert_same_encoding(got, want):
+    assert got.shape == want.shape and got.nm == want.nm and got.quant == want.quant and got.kind == want.kind
+    np.testing.assert_array_equal(got.values, want.values)
+    for a, b in ((got.indices, want.indices), (got.scales, want.scales), (got.zeros, want.zeros)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    dense = got.dense()
+    assert dense.dtype == np.float32 and dense.shape == tuple(want.shape)
+    np.testing.assert_array_equal(dense, want.dense())  # exact: same float32 operations
+
+
+# ---- storage ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_store_load_round_trip(kind):
+    """store then load gives back the same encoding, and the stored arrays have the documented dtypes/shapes."""
+    nm, quant = KINDS[kind]
+    o, k = 24, 128
+    enc = make_encoding(o, k, nm, quant)
+    g = stored_graph(enc)
+    verify(g)
+    assert_same_encoding(E.load(g, "w"), enc)
+    assert E.is_compressed(g, "w") and g.params["w"].encoding.kind == kind
+    j = k * nm[0] // nm[1] if nm else k
+    data = g.params["w"].data
+    meta = g.params["w"].encoding.meta
+    if quant is None:
+        assert data.dtype == np.float32 and data.shape == (o, j)
+    elif quant.bits == 8:
+        assert data.dtype == (np.int8 if quant.symmetric else np.uint8) and data.shape == (o, j)
+    else:
+        assert data.dtype == np.uint8 and data.shape == (o, j // 2)
+    if nm:
+        idx = g.params[meta["indices"]].data
+        assert idx.dtype == np.uint8 and idx.shape == (o, j * E.index_bits(nm[1]) // 8)
+        assert meta["nm"] == list(nm)
+    else:
+        assert "indices" not in meta
+    if quant:
+        assert g.params[meta["scales"]].data.shape == (o, quant.groups(j))
+        assert ("zeros" in meta) == (not quant.symmetric)
+    assert g.types["w"] == g.params["w"].type and all(g.types[meta[c]] == g.params[meta[c]].type
+                                                      for c in E.COMPANIONS if c in meta)
+
+
+@pytest.mark.parametrize("nm", [(2, 4), (1, 4), (4, 8), (2, 16), (4, 32)])
+def test_nm_dense_is_masked_weight(nm):
+    """Without quantization an N:M encoding decodes to exactly the masked weight, n of every m kept."""
+    n, m = nm
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 64)).astype(np.float32)
+    keep = np.argsort(rng.random((8, 64 // m, m)), axis=2)[:, :, :n]
+    mask = np.zeros((8, 64 // m, m), bool)
+    np.put_along_axis(mask, keep, True, 2)
+    mask = mask.reshape(8, 64)
+    values, indices = E.nm_compress(w, mask, n, m)
+    assert values.shape == indices.shape == (8, 64 * n // m)
+    enc = EncodedWeight((8, 64), values, nm, indices)
+    np.testing.assert_array_equal(E.load(stored_graph(enc), "w").dense(), np.where(mask, w, 0))
+    with pytest.raises(ValueError, match="not keep exactly"):
+        E.nm_compress(w, np.ones_like(mask), n, m)
+
+
+def test_conv_weight_round_trip():
+    """A 4-D conv weight keeps its logical shape through store/load (reduction = Cin*kh*kw, input channel
+    slowest)."""
+    enc = make_encoding(16, 72, (2, 4), Q(4, 12), shape=(16, 8, 3, 3))
+    g = stored_graph(enc)
+    got = E.load(g, "w")
+    assert got.shape == (16, 8, 3, 3) and got.reduction == 72
+    assert_same_encoding(got, enc)
+
+
+def test_pack_unpack_bits_inverse():
+    """pack_bits/unpack_bits are inverse for 2, 4 and 8-bit fields, lowest bits first."""
+    rng = np.random.default_rng(2)
+    for bits in (2, 4, 8):
+        a = rng.integers(0, 1 << bits, size=(5, 32)).astype(np.uint8)
+        packed = E.pack_bits(a, bits)
+        assert packed.dtype == np.uint8 and packed.shape == (5, 32 * bits // 8)
+        np.testing.assert_array_equal(E.unpack_bits(packed, bits), a)
+    assert E.pack_bits(np.array([1, 2, 3, 0]), 2).tolist() == [1 | 2 << 2 | 3 << 4]
+    assert E.pack_bits(np.array([0xA, 0x5]), 4).tolist() == [0x5A]  # even field in the low nibble
+    with pytest.raises(ValueError, match="whole bytes"):
+        E.pack_bits(np.zeros((2, 3), np.uint8), 4)
+
+
+def test_quant_spec_validation():
+    """QuantSpec rejects unsupported bit widths, non-positive groups and groups that do not divide the columns."""
+    with pytest.raises(ValueError, match="only 4 and 8"):
+        Q(3)
+    with pytest.raises(ValueError, match="positive"):
+        Q(4, 0)
+    with pytest.raises(ValueError, match="multiple of the group"):
+        Q(4, 32).groups(48)
+    assert (Q(8).qmin, Q(8).qmax, Q(4).qmin, Q(4).qmax) == (-127, 127, -7, 7)
+    assert (Q(4, symmetric=False).qmin, Q(4, symmetric=False).qmax) == (0, 15)
+    assert Q(4, 64, False).name == "int4-g64-asym"
+
+
+def test_nbytes_known_values():
+    """nbytes counts packed codes, packed indices and float32 scales/zeros, and matches the stored arrays."""
+    enc = make_encoding(64, 128, (2, 4), Q(4))
+    assert enc.nbytes() == 64 * 64 // 2 + 64 * 64 * 2 // 8 + 64 * 1 * 4 == 3328
+    enc_g = make_encoding(64, 128, (2, 4), Q(4, 32))
+    assert enc_g.nbytes() == 2048 + 1024 + 64 * 2 * 4
+    assert make_encoding(64, 128, None, Q(8, symmetric=False)).nbytes() == 64 * 128 + 2 * 64 * 4
+    assert make_encoding(64, 128, (4, 32), None).nbytes() == 64 * 16 * 4 + 64 * 16
+    for kind, (nm, quant) in KINDS.items():
+        enc = make_encoding(32, 128, nm, quant)
+        g = stored_graph(enc)
+        meta = g.params["w"].encoding.meta
+        stored = g.params["w"].data.nbytes + sum(g.params[meta[c]].data.nbytes for c in E.COMPANIONS if c in meta)
+        assert enc.nbytes() == stored, kind
+
+
+# ---- re-layout ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_relayout_then_load_is_identity(kind):
+    """relayout to OI16o changes storage only: load gives the same encoding; bit-packed arrays become uint32
+    little-endian words, the others keep their dtype; every array is [O/16, columns, 16]."""
+    nm, quant = KINDS[kind]
+    enc = make_encoding(32, 128, nm, quant)
+    g = stored_graph(enc)
+    before = {k: p.data for k, p in g.params.items()}
+    layout = blocked_layout(16)
+    assert E.can_relayout(g, "w", 16)
+    E.relayout(g, "w", 16)
+    verify(g)
+    assert not E.can_relayout(g, "w", 16)  # already laid out
+    meta = g.params["w"].encoding.meta
+    assert meta["layout"] == layout
+    packed = {"w": quant is not None and quant.bits == 4,
+              meta.get("indices"): nm is not None and E.index_bits(nm[1]) < 8}
+    for name in ["w"] + [meta[c] for c in E.COMPANIONS if c in meta]:
+        arr, old = g.params[name].data, before[name]
+        assert arr.ndim == 3 and arr.shape[0] == 2 and arr.shape[2] == 16
+        if packed.get(name):
+            assert arr.dtype == np.uint32 and arr.shape[1] * 4 == old.shape[1]
+            words = unpack(arr, layout)
+            np.testing.assert_array_equal(words & 0xFF, old[:, 0::4])  # little-endian: byte 0 lowest
+            np.testing.assert_array_equal(words >> 24, old[:, 3::4])
+        else:
+            assert arr.dtype == old.dtype
+            np.testing.assert_array_equal(unpack(arr, layout), old)
+        if name != "w":
+            assert g.params[name].encoding.meta == {"companion_of": "w"}
+    assert_same_encoding(E.load(g, "w"), enc)
+
+
+@pytest.mark.parametrize("o,k,kind,ok", [
+    (32, 128, "2:4+int4-g16", True),
+    (20, 128, "int8", False),          # rows not a multiple of the block
+    (32, 36, "int4", False),           # 18 bytes of nibbles: not whole uint32 words
+    (32, 40, "2:4", False),            # 20 kept values: 5 bytes of 2-bit indices
+    (32, 40, "int8", True),            # nothing bit-packed: any K
+    (32, 40, "4:8", False),            # 20 kept values: 10 bytes of 4-bit indices
+    (32, 64, "4:32", True),            # 8-bit indices are not bit-packed
+])
+def test_can_relayout(o, k, kind, ok):
+    """Relayout is refused when rows are not a multiple of the block or bit-packed arrays do not fill words;
+    prepare_graph for x86 follows it, and never lays out for CUDA."""
+    from sparsecc.backends.tvm import prepare_graph
+
+    nm, quant = KINDS[kind]
+    g = stored_graph(make_encoding(o, k, nm, quant))
+    assert E.can_relayout(g, "w", 16) == ok
+    assert ("layout" in prepare_graph(g, "x86").params["w"].encoding.meta) == ok
+    assert "layout" not in prepare_graph(g, "cuda").params["w"].encoding.meta
+    assert "layout" not in g.params["w"].encoding.meta  # prepare_graph copies
+
+
+# ---- serialization and graph passes --------------------------------------------------------------------------------
+@pytest.mark.parametrize("relaid", [False, True])
+def test_serialization_keeps_encoding(relaid, tmp_path):
+    """graph_to_json (through real JSON) / graph_from_json and save_graph/load_graph keep every encoding and
+    its companions: the decoded weights and the interpreter's output are unchanged."""
+    g = Graph()
+    g.add_input("x", TensorType((2, 128), "float32"))
+    encs = {"w1": make_encoding(32, 128, (2, 4), Q(4, 16, False), seed=3),
+            "w2": make_encoding(16, 32, None, Q(8), seed=4)}
+    g.add_param("w1", np.zeros((32, 128), np.float32))
+    g.add_param("w2", np.zeros((16, 32), np.float32))
+    (h,) = g.add_node("linear", ["x", "w1"], [TensorType((2, 32), "float32")])
+    (y,) = g.add_node("linear", [h, "w2"], [TensorType((2, 16), "float32")])
+    g.outputs = [y]
+    for name, enc in encs.items():
+        E.store(g, name, enc)
+    if relaid:
+        for name in encs:
+            E.relayout(g, name, 16)
+    x = np.random.default_rng(5).standard_normal((2, 128)).astype(np.float32)
+    ref = run_graph(g, x)[0]
+    doc, arrays = graph_to_json(g)
+    back = graph_from_json(json.loads(json.dumps(doc)), arrays)
+    path = str(tmp_path / "g.zip")
+    save_graph(g, path)
+    for g2 in (back, load_graph(path)):
+        verify(g2)
+        assert set(g2.params) == set(g.params)
+        for name, enc in encs.items():
+            assert g2.params[name].encoding.kind == enc.kind
+            assert_same_encoding(E.load(g2, name), enc)
+        np.testing.assert_array_equal(run_graph(g2, x)[0], ref)
+
+
+def test_dead_code_keeps_companions_and_drops_dead_ones():
+    """eliminate_dead_code keeps a live compressed weight's companions (no node reads them) and removes a
+    dead compressed weight together with its companions."""
+    from sparsecc.passes.canonicalize import eliminate_dead_code
+
+    g = Graph()
+    g.add_input("x", TensorType((2, 64), "float32"))
+    g.add_param("w", np.zeros((16, 64), np.float32))
+    g.add_param("dead", np.zeros((16, 64), np.float32))
+    (y,) = g.add_node("linear", ["x", "w"], [TensorType((2, 16), "float32")])
+    g.add_node("linear", ["x", "dead"], [TensorType((2, 16), "float32")])
+    g.outputs = [y]
+    E.store(g, "w", make_encoding(16, 64, (2, 4), Q(8, symmetric=False)))
+    E.store(g, "dead", make_encoding(16, 64, (2, 4), Q(4)))
+    assert {"w.scales", "w.zeros", "w.indices", "dead.scales", "dead.indices"} <= set(g.params)
+    x = np.ones((2, 64), np.float32)
+    ref = run_graph(g, x)[0]
+    g = eliminate_dead_code(g)
+    assert set(g.params) == {"w", "w.scales", "w.zeros", "w.indices"}
+    assert len(g.nodes) == 1
+    verify(g)
+    np.testing.assert_array_equal(run_graph(g, x)[0], ref)
+
+
+@pytest.mark.parametrize("missing", ["scales", "indices", "zeros"])
+def test_verify_rejects_missing_companion(missing):
+    """verify names the compressed weight and the companion that is not a param."""
+    g = stored_graph(make_encoding(16, 64, (2, 4), Q(8, symmetric=False)))
+    verify(g)
+    name = g.params["w"].encoding.meta[missing]
+    del g.params[name], g.types[name]
+    with pytest.raises(VerificationError, match=f"'w'.*{missing}"):
+        verify(g)
+
+
+# ---- kernels: compiled x86 vs the interpreter -----------------------------------------------------------------------
+KERNEL_KINDS = ["int8", "int8-asym", "int4", "int4-g32", "int4-g32-asym", "2:4", "1:4", "2:16", "4:32",
+                "2:4+int8", "2:4+int4-g16", "2:4+int4-g16-asym", "4:8+int4", "4:32+int8"]
+SHAPES = {  # id: (rows O, reduction K, leading dims, bias, epilogue)
+    "gemv": (64, 128, (1,), True, None),
+    "batch2x7": (48, 256, (2, 7), False, None),
+    "rows20": (20, 128, (5,), True, None),           # rows not a multiple of 16: unpacked decode path
+    "k40": (32, 40, (3,), True, None),                # K whose bit-packed arrays may not fill uint32 words
+    "gelu": (32, 64, (2, 3), True, "gelu"),           # fused epilogue after the linear
+    "symbolic": (32, 128, ("batch", 4), False, None),  # symbolic leading dim, run with batch 3
+    "vector": (32, 64, (), True, None),               # a 1-D input: decode path even when packed
+}
+
+
+def _valid(kind, k):
+    nm, quant = KINDS[kind]
+    if nm and k % nm[1]:
+        return False
+    j = k * nm[0] // nm[1] if nm else k
+    if nm and (j * E.index_bits(nm[1])) % 8:
+        return False
+    if quant and ((quant.group and j % quant.group) or (quant.bits == 4 and j % 2)):
+        return False
+    return True
+
+
+KERNEL_CASES = [pytest.param(kind, shape, id=f"{kind}-{shape}") for kind in KERNEL_KINDS for shape in SHAPES
+                if _valid(kind, SHAPES[shape][1])]
+
+
+def linear_graph(enc, lead, bias, act, seed=0):
+    rng = np.random.default_rng(seed)
+    o, k = enc.shape
+    g = Graph()
+    g.add_input("x", TensorType(tuple(lead) + (k,), "float32"))
+    g.add_param("w", np.zeros((o, k), np.float32))
+    ins = ["x", "w"] + ([g.add_param("b", rng.standard_normal(o).astype(np.float32))] if bias else [])
+    out = TensorType(tuple(lead) + (o,), "float32")
+    (y,) = g.add_node("linear", ins, [out])
+    if act:
+        (y,) = g.add_node(act, [y], [out])
+    g.outputs = [y]
+    E.store(g, "w", enc)
+    verify(g)
+    return g
+
+
+def rel(out, ref):
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+@pytest.mark.parametrize("kind,shape", KERNEL_CASES)
+def test_linear_kernel_matches_interpreter(kind, shape):
+    """The compiled x86 linear on a compressed weight (packed dense_encoded kernel where the weight re-lays out,
+    decode + matmul otherwise) equals the interpreter on the same graph, and the interpreter equals x @ W^T
+    with the decoded W."""
+    from sparsecc.backends.tvm import compile_graph, prepare_graph
+
+    nm, quant = KINDS[kind]
+    o, k, lead, bias, act = SHAPES[shape]
+    enc = make_encoding(o, k, nm, quant, seed=KERNEL_KINDS.index(kind) * 10 + list(SHAPES).index(shape))
+    g = linear_graph(enc, lead, bias, act)
+    concrete = tuple(3 if d == "batch" else d for d in lead)
+    x = np.random.default_rng(7).standard_normal(concrete + (k,)).astype(np.float32)
+    ref = run_graph(g, x)[0]
+    expect = x.astype(np.float64) @ enc.dense().astype(np.float64).T + (g.params["b"].data if bias else 0)
+    if act == "gelu":
+        expect = torch.nn.functional.gelu(torch.from_numpy(expect)).numpy()
+    assert rel(ref, expect) <= 1e-5
+    out = compile_graph(g, "x86")(x)[0]
+    assert out.shape == ref.shape
+    assert rel(out, ref) <= 1e-5, f"{kind} {shape}: {rel(out, ref):.2e}"
+    packed = "layout" in prepare_graph(g, "x86").params["w"].encoding.meta
+    assert packed == E.can_relayout(g, "w", 16)
+    if shape == "rows20":
+        assert not packed
+
+
+def test_packed_encoded_kernel_is_scheduled():
+    """A CPU-packed compressed linear lowers to one dense_encoded PrimFunc scheduled by the register-tiled
+    template, with the gelu epilogue fused into it; a refused one lowers to decode_weight instead."""
+    import tvm
+
+    from sparsecc.backends.tvm import lower_graph, prepare_graph
+
+    g = linear_graph(make_encoding(64, 128, (2, 4), Q(4, 16)), ("batch", 16), True, "gelu")
+    mod = lower_graph(prepare_graph(g, "x86"), "x86")
+    funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    encoded = [n for n in funcs if "dense_encoded" in n]
+    assert len(encoded) == 1 and funcs[encoded[0]].attrs["tirx.is_scheduled"]
+    assert "gelu" in encoded[0]
+    assert not any("decode_weight" in n for n in funcs)
+
+    refused = linear_graph(make_encoding(20, 128, (2, 4), Q(4, 16)), (4,), True, None)
+    names = [gv.name_hint for gv, f in lower_graph(prepare_graph(refused, "x86"), "x86").functions.items()
+             if isinstance(f, tvm.tirx.PrimFunc)]
+    assert any("decode_weight" in n for n in names) and not any("dense_encoded" in n for n in names)
+
+
+CONV_CASES = {  # id: (kind, x shape, weight shape, strides, pads (top, left, bottom, right), dilations, groups, bias)
+    "int8": ("int8", (2, 8, 11, 9), (16, 8, 3, 3), [2, 1], [1, 0, 1, 2], [1, 1], 1, True),
+    "int4-g8-asym": ("int4-g8-asym", (1, 8, 10, 10), (16, 8, 3, 3), [1, 1], [1, 1, 1, 1], [2, 2], 1, False),
+    "2:4+int4": ("2:4+int4", (2, 8, 9, 9), (12, 8, 3, 3), [1, 1], [0, 0, 0, 0], [1, 1], 1, True),
+    "2:4+int8": ("2:4+int8", (2, 16, 7, 7), (32, 16, 1, 1), [1, 1], [0, 0, 0, 0], [1, 1], 1, True),
+    "4:8-grouped": ("4:8", (1, 16, 6, 6), (16, 8, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 2, True),
+    "4:32-8bit-idx": ("4:32", (1, 32, 5, 5), (8, 32, 1, 1), [1, 1], [0, 0, 0, 0], [1, 1], 1, False),
+}
+CONV_KINDS = {"int4-g8-asym": (None, Q(4, 8, False)), "2:4+int4": ((2, 4), Q(4))}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_kernel_matches_interpreter(case):
+    """A conv with a compressed weight (decoded in the kernel, then the conv template) equals the interpreter,
+    which equals torch's conv2d with the decoded weight."""
+    from sparsecc.backends.tvm import compile_graph
+
+    kind, xs, ws, strides, pads, dil, groups, bias = CONV_CASES[case]
+    nm, quant = CONV_KINDS.get(kind) or KINDS[kind]
+    rng = np.random.default_rng(11)
+    enc = make_encoding(ws[0], int(np.prod(ws[1:])), nm, quant, shape=ws, seed=12)
+    x = rng.standard_normal(xs).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32) if bias else None
+    top, left, bottom, right = pads
+    expect = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom)), torch.from_numpy(enc.dense()),
+        None if b is None else torch.from_numpy(b), stride=strides, dilation=dil, groups=groups).numpy()
+    g = Graph()
+    g.add_input("x", TensorType(xs, "float32"))
+    g.add_param("w", np.zeros(ws, np.float32))
+    ins = ["x", "w"] + ([g.add_param("b", b)] if bias else [])
+    (y,) = g.add_node("conv", ins, [TensorType(expect.shape, "float32")],
+                      dict(strides=strides, pads=pads, dilations=dil, groups=groups))
+    g.outputs = [y]
+    E.store(g, "w", enc)
+    verify(g)
+    ref = run_graph(g, x)[0]
+    assert rel(ref, expect) <= 1e-5
+    out = compile_graph(g, "x86")(x)[0]
+    assert rel(out, ref) <= 1e-5, f"{case}: {rel(out, ref):.2e}"
+
+
+# ---- other targets ------------------------------------------------------------------------------------------------
+TARGET_GRAPHS = {"int8": ("int8", 64, 128), "2:4+int4-g16": ("2:4+int4-g16", 64, 128)}
+
+
+def _target_graph(kind):
+    kind, o, k = TARGET_GRAPHS[kind]
+    nm, quant = KINDS[kind]
+    return linear_graph(make_encoding(o, k, nm, quant), ("batch", 8), True, "gelu")
+
+
+@pytest.mark.parametrize("kind", list(TARGET_GRAPHS))
+def test_arm64_build(kind, tmp_path):
+    """Compressed linears build for arm64 (NEON, packed dense_encoded kernel) and export with the cross gcc."""
+    from sparsecc.backends.tvm import build, export_cc, prepare_graph
+
+    cc = export_cc("arm64")
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed (Debian: apt-get install gcc-aarch64-linux-gnu)")
+    prepared = prepare_graph(_target_graph(kind), "arm64")
+    assert "layout" in prepared.params["w"].encoding.meta
+    path = tmp_path / "lib.so"
+    build(prepared, "arm64").export_library(str(path), cc=cc)
+    assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes()[18] == 183  # e_machine = EM_AARCH64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(TARGET_GRAPHS))
+def test_arm64_emulated_run_matches_x86(kind, tmp_path):
+    """Under qemu, the arm64 artifact of a compressed graph computes what the interpreter computes."""
+    import sparsecc
+    from sparsecc.backends.tvm.emulation import arm64_dir, arm64_root, run_arm64
+
+    if arm64_root() is None:
+        pytest.skip(f"no aarch64 root in {arm64_dir()} (or no qemu-aarch64-static): run scripts/setup_arm64.sh")
+    g = _target_graph(kind)
+    path = tmp_path / "m.scc"
+    sparsecc.compile(None, graph=g, target="arm64").save(path)
+    x = np.random.default_rng(3).standard_normal((3, 8, 128)).astype(np.float32)
+    out = run_arm64(path, {"x": x})
+    assert rel(out[g.outputs[0]], run_graph(g, x)[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", list(TARGET_GRAPHS))
+def test_cuda_build(kind):
+    """Compressed linears build for CUDA (decode_weight + dense GPU matmul) and nvcc compiles the kernels."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed: CUDA code cannot be built here")
+    from conftest import assert_cuda_compiles
+
+    from sparsecc.backends.tvm import build, prepare_graph
+
+    prepared = prepare_graph(_target_graph(kind), "cuda")
+    assert "layout" not in prepared.params["w"].encoding.meta
+    ex = build(prepared, "cuda")
+    assert_cuda_compiles(ex, "sm_80")
