@@ -192,7 +192,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from sparsecc.demo import run_demo
 
-    run_demo(seq=args.seq, batch=args.batch, repeat=args.repeat)
+    run_demo(seq=args.seq, batch=args.batch, repeat=args.repeat,
+             compress=None if args.compress.lower() == "none" else args.compress)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -281,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--compress", default="w8a8", metavar="SCHEME",
+                   help="also compile a compressed copy (calibrated on built-in sentences) and report its size, "
+                        "fidelity and speed; 'none' to skip (default: w8a8)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("tune", help="MetaSchedule-tune a model's kernels into a database that compile applies",

@@ -10,7 +10,7 @@ import torch
 from sparsecc.bench import time_fn
 
 
-def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30) -> dict:
+def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30, compress: str | None = "w8a8") -> dict:
     import sparsecc
     from sparsecc.models.minilm import SAMPLE_SENTENCES, Tokenizer, load_minilm
 
@@ -23,7 +23,8 @@ def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30) -> dict:
 
     t0 = time.perf_counter()
     say("capturing with torch.export (dynamic batch) and compiling for x86 ...")
-    dyn = {"input_ids": {0: torch.export.Dim("batch", max=1024)}, "attention_mask": {0: torch.export.Dim("batch", max=1024)}}
+    batch_dim = torch.export.Dim("batch", max=1024)
+    dyn = {"input_ids": {0: batch_dim}, "attention_mask": {0: batch_dim}}
     cm = sparsecc.compile(model, (ids[:2], mask[:2]), target="x86", dynamic_shapes=dyn)
     say(f"compiled in {time.perf_counter() - t0:.1f} s: {len(cm.graph.nodes)} ops, "
         f"target {cm.manifest['target'].get('mcpu', cm.target)}")
@@ -47,5 +48,33 @@ def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30) -> dict:
     say(f"latency batch {batch} seq {seq}: sparsecc {ours['median_ms']:.2f} ms, PyTorch eager "
         f"{eager['median_ms']:.2f} ms (median of {repeat}) -> sparsecc/PyTorch = {ratio:.2f}x "
         f"({'faster' if ratio < 1 else 'slower'})")
-    return {"rel_err": rel, "min_cos": float(cos.min()), "pair_cos": pair, "sparsecc_ms": ours["median_ms"],
-            "torch_ms": eager["median_ms"]}
+    result = {"rel_err": rel, "min_cos": float(cos.min()), "pair_cos": pair, "sparsecc_ms": ours["median_ms"],
+              "torch_ms": eager["median_ms"]}
+    if compress:
+        result["compressed"] = _compressed(model, dyn, compress, ids, mask, out, arrays, eager["median_ms"], repeat,
+                                           say)
+    return result
+
+
+def _compressed(model, dyn, spec: str, ids, mask, dense_out, arrays, eager_ms: float, repeat: int, say) -> dict:
+    """The same model compressed with ``spec``, calibrated on the built-in sentences: size, fidelity to the dense
+    model on the sample sentences (not used for calibration), latency."""
+    import sparsecc
+    from sparsecc.models.minilm import CALIBRATION_SENTENCES, Tokenizer
+
+    c_ids, c_mask = Tokenizer(ids.shape[1])(CALIBRATION_SENTENCES)
+    calib = [(c_ids[i:i + 8].numpy(), c_mask[i:i + 8].numpy()) for i in range(0, len(CALIBRATION_SENTENCES), 8)]
+    t0 = time.perf_counter()
+    say(f"compressing with --compress {spec} (calibration: {len(CALIBRATION_SENTENCES)} built-in sentences) ...")
+    cm = sparsecc.compile(model, (ids[:2], mask[:2]), target="x86", dynamic_shapes=dyn, compress=spec,
+                          calibration=calib)
+    plan = cm.manifest["plan"]
+    dense_mb, mb = sum(p["dense_bytes"] for p in plan) / 1e6, sum(p["bytes"] for p in plan) / 1e6
+    out = cm(ids.numpy(), mask.numpy())
+    cos = (out * dense_out).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(dense_out, axis=1)
+    runner = cm.runner()
+    ms = time_fn(lambda: runner(*arrays), repeat=repeat, warmup=3)["median_ms"]
+    say(f"{spec}: compiled in {time.perf_counter() - t0:.1f} s; linear weights {dense_mb:.1f} -> {mb:.1f} MB; "
+        f"cosine to the dense embeddings: mean {cos.mean():.4f}, min {cos.min():.4f}")
+    say(f"{spec}: latency {ms:.2f} ms -> {ms / eager_ms:.2f}x PyTorch eager fp32")
+    return {"spec": spec, "mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "ms": ms, "mb": mb}

@@ -94,3 +94,17 @@ def test_digits_cnn_matches_x86(digits, rel_err, tmp_path):
     ref = x86(x[:16].numpy())
     assert rel_err(got, ref) <= 1e-5
     assert accuracy(got, y[:16]) == accuracy(ref, y[:16])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["int8", "2:4+int4-g64"])
+def test_compressed_minilm_matches_x86(minilm, minilm_inputs, rel_err, tmp_path, spec):
+    """MiniLM with compressed weights (calibrated on real sentences): the arm64 build under qemu computes what the
+    x86 build computes (both read the same packed encodings)."""
+    ids, mask = (t[:2] for t in minilm_inputs)
+    calib = [(ids.numpy(), mask.numpy())]
+    path = tmp_path / "minilm_arm64.scc"
+    sparsecc.compile(minilm, (ids, mask), target="arm64", compress=spec, calibration=calib).save(path)
+    x86 = sparsecc.compile(minilm, (ids, mask), target="x86", compress=spec, calibration=calib)
+    out = run_arm64(path, dict(zip(x86.input_names, (ids.numpy(), mask.numpy()))))
+    assert rel_err(out[x86.output_names[0]], x86(ids.numpy(), mask.numpy())) <= 1e-4

@@ -143,3 +143,32 @@ SAMPLE_SENTENCES = [
     "A man is riding a white horse on an enclosed ground.",
     "A monkey is playing drums.",
 ]
+
+CALIBRATION_SENTENCES = [
+    "The committee will publish its final report on the new railway line next spring.",
+    "She forgot her umbrella at the station and walked home in the rain.",
+    "Researchers measured how quickly the glacier retreated over the last decade.",
+    "The recipe calls for two cups of flour, a pinch of salt and three eggs.",
+    "Our flight was delayed by four hours because of a storm over the Atlantic.",
+    "The children built a sandcastle and watched the tide wash it away.",
+    "Interest rates rose again, and mortgage applications fell sharply.",
+    "He practised the piano every evening before the competition.",
+    "The museum reopened after a two-year renovation of its east wing.",
+    "A small bakery on the corner sells the best croissants in town.",
+    "The software update fixed the battery drain that many users reported.",
+    "Volunteers planted three hundred trees along the river bank on Saturday.",
+    "The striker scored twice in the second half to win the match.",
+    "Doctors recommend at least thirty minutes of exercise a day.",
+    "The old lighthouse has guided ships into the harbour for a century.",
+    "Customers complained that the new menu was too expensive.",
+    "The telescope captured detailed images of a distant spiral galaxy.",
+    "After the merger, the company cut a fifth of its workforce.",
+    "My grandmother grows tomatoes, beans and herbs in her garden.",
+    "The film's soundtrack was recorded with a full symphony orchestra.",
+    "Heavy traffic blocked the bridge for most of the morning.",
+    "The students argued about whether the experiment had been fair.",
+    "A stray cat followed us all the way back to the hotel.",
+    "The senator announced she would not run for re-election.",
+]
+"""Built-in calibration text for compressing the bundled model (written for sparsecc; disjoint from the
+evaluation sets in ``benchmarks/quality.py`` and from ``SAMPLE_SENTENCES``)."""
