@@ -69,8 +69,14 @@ def parse_spec(text: str) -> CompressionSpec:
     fields: dict = {}
     methods = []
     for stage_text in text.replace(" ", "").split("+"):
-        stage_text, _, method = stage_text.partition("@")
-        stage, value = _stage(stage_text, text)
+        stage_text, at, method = stage_text.partition("@")
+        try:
+            stage, value = _stage(stage_text, text)
+        except ValueError as e:
+            raise SparseccError(f"compress {text!r}: stage {stage_text!r}: {e}") from None
+        if at and not method:
+            raise SparseccError(f"compress {text!r}: {stage_text}@ names no method (expected one of "
+                                f"{', '.join(METHODS[stage])})")
         if stage in fields:
             raise SparseccError(f"compress {text!r}: two {stage} stages")
         fields[stage] = value
@@ -81,6 +87,9 @@ def parse_spec(text: str) -> CompressionSpec:
             methods.append((stage, method))
     if "lowrank" in fields and "nm" in fields:
         raise SparseccError(f"compress {text!r}: N:M sparsity of low-rank factors is not supported")
+    if set(fields) == {"lrc"}:
+        raise SparseccError(f"compress {text!r}: lrc compensates another stage's error; combine it with one, e.g. "
+                            "int4-g128+lrc:16")
     activations = fields.get("quant") == "w8a8"
     if activations:
         if len(fields) > 1:
@@ -106,6 +115,8 @@ def _stage(stage: str, text: str) -> tuple[str, object]:
             raise SparseccError(f"compress {text!r}: lowrank keeps a fraction in (0, 1) of the params, got {ratio}")
         return "lowrank", ratio
     if m := _LRC.fullmatch(stage):
+        if int(m.group(1)) < 1:
+            raise ValueError("the compensation rank must be at least 1")
         return "lrc", int(m.group(1))
     raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, "
                         "N:M, lowrank[:RATIO] or lrc:RANK)")
