@@ -148,16 +148,21 @@ def _pick(x: te.Tensor, lead: Sequence[Any], base: Any, index: Any, m: int) -> A
     return picked
 
 
+def _decoders(fmt: WeightFormat, w: te.Tensor, companions: Sequence[te.Tensor]) -> tuple[Callable, Callable]:
+    """``value`` and ``column`` of a weight whose companions come in ``encodings.COMPANIONS`` order."""
+    rest = list(companions)
+    indices = rest.pop(0) if fmt.nm else None
+    scales = rest.pop(0) if fmt.bits else None
+    zeros = rest.pop(0) if fmt.bits and not fmt.symmetric else None
+    return _value(fmt, w, scales, zeros), _column(fmt, indices)
+
+
 def dense_encoded(x: te.Tensor, w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat,
                   has_bias: bool = False) -> te.Tensor:
     """``linear(x, W) (+ bias)`` with ``W`` read in its encoding. ``companions``: the indices (N:M), scales and
     zeros (quantized, asymmetric) present, in that order, then the bias if ``has_bias``."""
-    rest = list(companions)
-    bias = rest.pop() if has_bias else None
-    indices = rest.pop(0) if fmt.nm else None
-    scales = rest.pop(0) if fmt.bits else None
-    zeros = rest.pop(0) if fmt.bits and not fmt.symmetric else None
-    value, column = _value(fmt, w, scales, zeros), _column(fmt, indices)
+    bias = companions[-1] if has_bias else None
+    value, column = _decoders(fmt, w, companions[:-1] if has_bias else companions)
     m = fmt.nm[1] if fmt.nm else 1
     *lead, _ = x.shape
     p = fmt.period
@@ -177,11 +182,7 @@ def dense_encoded(x: te.Tensor, w: te.Tensor, *companions: te.Tensor, fmt: Weigh
 
 def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape: Sequence[int]) -> te.Tensor:
     """The dense float32 weight of logical ``shape`` (``[O, ...]``) an encoding stands for."""
-    rest = list(companions)
-    indices = rest.pop(0) if fmt.nm else None
-    scales = rest.pop(0) if fmt.bits else None
-    zeros = rest.pop(0) if fmt.bits and not fmt.symmetric else None
-    value, column = _value(fmt, w, scales, zeros), _column(fmt, indices)
+    value, column = _decoders(fmt, w, companions)
     inner = list(shape[1:])
 
     def flat(i: Sequence[Any]) -> Any:
