@@ -173,8 +173,7 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     return CompiledModel(graph, lib_path, manifest)
 
 
-def compress_graph(graph: Graph, compress: Any, calibration: Any = None,
-                   say: Any = None) -> tuple[Graph, list[dict[str, Any]]]:
+def compress_graph(graph: Graph, compress: Any, calibration: Any = None) -> tuple[Graph, list[dict[str, Any]]]:
     """Runs the compression pass (``passes/compress``) on a canonical graph: parses the spec, collects the
     calibration statistics when data is given, and returns the compressed graph and its per-layer plan."""
     from sparsecc.passes.compress import CompressionSpec, calibrate, compress as run_compress, load_batches, parse_spec
@@ -186,7 +185,8 @@ def compress_graph(graph: Graph, compress: Any, calibration: Any = None,
         batches = load_batches(graph, calibration)
         calib = calibrate(graph, batches)
     elif spec.needs_calibration():
-        raise SparseccError(f"compress {spec.text!r} names a data-aware method: give calibration data")
+        raise SparseccError(f"compress {spec.text!r} needs calibration data (calibration=... / --calib): it names a "
+                            "data-aware method or quantizes inputs with static scales")
     graph, reports = run_compress(graph, spec, calib)
     verify(graph)
     return graph, [r.as_dict() for r in reports]
