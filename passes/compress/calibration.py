@@ -29,11 +29,6 @@ class LayerStats:
     high: float = 0.0
     """Smallest and largest input value seen (W8A8's static input grid)."""
 
-    @property
-    def input_norms(self) -> np.ndarray:
-        """Per input column ``‖x_k‖₂`` over the calibration rows (Wanda's activation norm)."""
-        return np.sqrt(np.maximum(np.diag(self.gram), 0.0))
-
 
 @dataclass
 class Calibration:
