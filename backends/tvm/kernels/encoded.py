@@ -72,21 +72,20 @@ class WeightFormat:
         return p
 
 
-def _reader(fmt: WeightFormat, arr: te.Tensor) -> Callable[[Any, Any], Any]:
-    """``read(o, col)`` of a per-row array, packed ``[O/b, cols, b]`` or plain ``[O, cols]``."""
-    if fmt.lanes is None:
+def row_reader(arr: te.Tensor, lanes: int | None) -> Callable[[Any, Any], Any]:
+    """``read(o, col)`` of a per-row array, packed ``OI{lanes}o`` (``[O/b, cols, b]``) or plain ``[O, cols]``."""
+    if lanes is None:
         return lambda o, c: arr[o, c]
-    b = fmt.lanes
-    return lambda o, c: arr[o // b, c, o % b]
+    return lambda o, c: arr[o // lanes, c, o % lanes]
 
 
 def _value(fmt: WeightFormat, w: te.Tensor, scales: te.Tensor | None, zeros: te.Tensor | None) -> Callable:
     """``value(o, j)``: stored column ``j`` of row ``o`` as float32, decoded like ``EncodedWeight.dense``."""
-    read = _reader(fmt, w)
+    read = row_reader(w, fmt.lanes)
     if fmt.bits is None:
         return read
-    scale = _reader(fmt, scales)
-    zero = _reader(fmt, zeros) if zeros is not None else None
+    scale = row_reader(scales, fmt.lanes)
+    zero = row_reader(zeros, fmt.lanes) if zeros is not None else None
     group = fmt.group or fmt.columns
 
     def value(o: Any, j: Any) -> Any:
@@ -127,7 +126,7 @@ def _column(fmt: WeightFormat, indices: te.Tensor | None) -> Callable:
         return lambda o, j: (j, None)
     n, m = fmt.nm
     bits = index_bits(m)
-    read = _reader(fmt, indices)
+    read = row_reader(indices, fmt.lanes)
 
     def column(o: Any, j: Any) -> Any:
         index = _field(read, o, j, bits, fmt.word_bits) if bits < 8 else read(o, j)

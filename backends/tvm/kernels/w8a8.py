@@ -18,6 +18,7 @@ from tvm import s_tir, te, tirx
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from .encoded import row_reader
 from .matmul import tile_rows
 from .tiling import find_block, tile_write_back
 
@@ -42,11 +43,10 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
     if lanes:
         rows = w.shape[0] * lanes
         code = lambda o, r: w[o // lanes, r // 4, o % lanes, r % 4]  # noqa: E731
-        per_row = lambda a, o: a[o // lanes, 0, o % lanes]  # noqa: E731
     else:
         rows = w.shape[0]
         code = lambda o, r: w[o, r]  # noqa: E731
-        per_row = lambda a, o: a[o, 0]  # noqa: E731
+    colsum, weight_scale = row_reader(colsums, lanes), row_reader(scales, lanes)
     r = te.reduce_axis((0, k), name="k")
     acc = te.compute((*lead, rows), lambda *i: te.sum(
         xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r), name=W8A8_BLOCK)
@@ -54,7 +54,7 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
 
     def dequantize(*i: Any) -> Any:
         o = i[-1]
-        y = (acc[i] - zero * per_row(colsums, o)).astype("float32") * (s * per_row(scales, o))
+        y = (acc[i] - zero * colsum(o, 0)).astype("float32") * (s * weight_scale(o, 0))
         return y if bias is None else y + bias[o]
 
     return te.compute(acc.shape, dequantize, name="dequantize")
