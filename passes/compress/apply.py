@@ -151,9 +151,8 @@ def _encode(w: np.ndarray, spec: CompressionSpec, gram: np.ndarray | None, repor
     """N:M and/or quantization of a 2-D weight, by the spec's methods."""
     calibrated = gram is not None
     if spec.nm is None:
-        method = spec.method("quant", calibrated)
-        report.method = method
-        return quantize.gptq(w, spec.quant, _need(gram, method)) if method == "gptq" else quantize.rtn(w, spec.quant)
+        enc, report.method = _quantize(w, spec, gram)
+        return enc
     n, m = spec.nm
     method = spec.method("nm", calibrated)
     report.method = method
@@ -170,6 +169,13 @@ def _encode(w: np.ndarray, spec: CompressionSpec, gram: np.ndarray | None, repor
     if spec.quant is not None:
         report.method += "+rtn"
     return sparsify.encode_nm(w, mask, n, m, spec.quant)
+
+
+def _quantize(w: np.ndarray, spec: CompressionSpec, gram: np.ndarray | None) -> tuple[EncodedWeight, str]:
+    """Quantization alone, by the spec's method for a layer with (or without) a Gram: the encoding and the method."""
+    method = spec.method("quant", gram is not None)
+    enc = quantize.gptq(w, spec.quant, _need(gram, method)) if method == "gptq" else quantize.rtn(w, spec.quant)
+    return enc, method
 
 
 def _need(gram: np.ndarray | None, method: str) -> np.ndarray:
@@ -228,8 +234,7 @@ def _encode_factor(graph: Graph, name: str, spec: CompressionSpec, gram: np.ndar
     w = data.reshape(data.shape[0], -1)
     if spec.quant is None or _quant_fit(spec.quant, w.shape[1]):
         return data.nbytes
-    method = spec.method("quant", gram is not None)
-    enc = quantize.gptq(w, spec.quant, gram) if method == "gptq" else quantize.rtn(w, spec.quant)
+    enc, method = _quantize(w, spec, gram)
     enc.shape = tuple(data.shape)
     encodings.store(graph, name, enc)
     report.method += f", factors {method}"
