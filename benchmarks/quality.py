@@ -347,32 +347,30 @@ def _layers_cell(r: dict) -> str:
     return f"{r['compressed']}/{r['layers']}" + (f" ({r['skipped']} dense)" if r["skipped"] else "")
 
 
-def minilm_table(rows: dict) -> list[str]:
-    lines = ["| encoding | method | WordSim ρ | polarity acc | cos to dense (mean / min) | weight bytes (fraction) "
-             "| layers compressed | mean output err | deployed vs interp |", "|---" * 9 + "|"]
+def _table(headers: list[str], rows: dict, cells: Callable[[str, dict], list[str]]) -> list[str]:
+    """A markdown table, one row per encoding: its spec, its methods, then ``cells(spec, row)``; a failed encoding
+    shows its error."""
+    lines = ["| " + " | ".join(["encoding", "method", *headers]) + " |", "|---" * (len(headers) + 2) + "|"]
     for spec, r in rows.items():
         if "error" in r:
-            lines.append(f"| {spec} | failed: {r['error'][:80]} |" + " |" * 7)
+            lines.append(f"| {spec} | failed: {r['error'][:80]} |" + " |" * len(headers))
             continue
-        lines.append(f"| {spec} | {', '.join(r.get('methods', [])) or '-'} | {r['wordsim']:.4f} | "
-                     f"{r['polarity_acc']:.3f} | {r['cos_to_dense']:.4f} / {r['min_cos_to_dense']:.4f} | "
-                     f"{_bytes_cell(r)} | {_layers_cell(r)} | {_cell(r.get('mean_output_error'), '.2e')} | "
-                     f"{r['max_rel_diff_interp']:.1e} |")
+        lines.append(f"| {spec} | {', '.join(r.get('methods', [])) or '-'} | " + " | ".join(cells(spec, r)) + " |")
     return lines
+
+
+def minilm_table(rows: dict) -> list[str]:
+    return _table(["WordSim ρ", "polarity acc", "cos to dense (mean / min)", "weight bytes (fraction)",
+                   "layers compressed", "mean output err", "deployed vs interp"], rows, lambda spec, r: [
+        f"{r['wordsim']:.4f}", f"{r['polarity_acc']:.3f}", f"{r['cos_to_dense']:.4f} / {r['min_cos_to_dense']:.4f}",
+        _bytes_cell(r), _layers_cell(r), _cell(r.get("mean_output_error"), ".2e"), f"{r['max_rel_diff_interp']:.1e}"])
 
 
 def digits_table(rows: dict) -> list[str]:
-    lines = ["| encoding | method | test acc | agrees with eager | weight bytes (fraction) | layers compressed "
-             "| why layers stayed dense | deployed vs interp |", "|---" * 8 + "|"]
-    for spec, r in rows.items():
-        if "error" in r:
-            lines.append(f"| {spec} | failed: {r['error'][:80]} |" + " |" * 6)
-            continue
-        why = "; ".join(r.get("skip_reasons", [])) if spec != "dense" else "-"
-        lines.append(f"| {spec} | {', '.join(r.get('methods', [])) or '-'} | {r['accuracy']:.4f} | "
-                     f"{r['agree_with_eager']:.4f} | {_bytes_cell(r)} | {_layers_cell(r)} | {why or '-'} | "
-                     f"{r['max_rel_diff_interp']:.1e} |")
-    return lines
+    return _table(["test acc", "agrees with eager", "weight bytes (fraction)", "layers compressed",
+                   "why layers stayed dense", "deployed vs interp"], rows, lambda spec, r: [
+        f"{r['accuracy']:.4f}", f"{r['agree_with_eager']:.4f}", _bytes_cell(r), _layers_cell(r),
+        ("; ".join(r.get("skip_reasons", [])) if spec != "dense" else "") or "-", f"{r['max_rel_diff_interp']:.1e}"])
 
 
 def write_results(doc: dict, out: Path) -> None:
