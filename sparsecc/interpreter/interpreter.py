@@ -40,7 +40,8 @@ class Interpreter:
         self.graph = graph
         self.params = params if params is not None else {k: graph_param_tensor(graph, k) for k in graph.params}
         self.hooks: list[Callable[[Node, list[Any], Any], None]] = []
-        self.w8a8 = {k: encodings.load(graph, k) for k, p in graph.params.items() if "activation" in p.encoding.meta}
+        self.w8a8 = {k: encodings.w8a8_linear(encodings.load(graph, k)) for k, p in graph.params.items()
+                     if "activation" in p.encoding.meta}
         """W8A8 weights: their ``linear`` quantizes its input (``encodings.w8a8_linear``)."""
 
     def run(self, *inputs: Any) -> list[torch.Tensor]:
@@ -74,7 +75,7 @@ class Interpreter:
 
     def run_node(self, node: Node, args: list[Any], symbols: dict[str, int]) -> Any:
         if node.op == "linear" and node.inputs[1] in self.w8a8:
-            return encodings.w8a8_linear(args[0], self.w8a8[node.inputs[1]], *args[2:])
+            return self.w8a8[node.inputs[1]](args[0], *args[2:])
         fn = TORCH_OPS.get(node.op)
         if fn is None:
             raise UnsupportedOpError(node.op, node.name, node.source, "no interpreter implementation")

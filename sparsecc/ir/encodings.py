@@ -29,7 +29,7 @@ measured there is the deployed accuracy (up to the order of the summation).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -153,17 +153,23 @@ def nm_compress(w: np.ndarray, mask: np.ndarray, n: int, m: int) -> tuple[np.nda
     return values.reshape(o, -1), idx.reshape(o, -1).astype(np.uint8)
 
 
-def w8a8_linear(x: "torch.Tensor", enc: EncodedWeight, bias: "torch.Tensor | None" = None) -> "torch.Tensor":
-    """The W8A8 ``linear`` (see the module docstring), exactly as the integer kernels compute it."""
+def w8a8_linear(enc: EncodedWeight) -> "Callable[..., torch.Tensor]":
+    """The W8A8 ``linear(x, bias=None)`` of ``enc`` (see the module docstring), exactly as the integer kernels
+    compute it; the weight's codes and output scales are prepared once, not per call."""
     import torch
 
     scale, zero = enc.activation
     s = torch.tensor(scale, dtype=torch.float32)
-    xq = torch.clamp(torch.round(x / s) + zero, 0, 255) - zero  # integers, exact in float32
-    codes = torch.from_numpy(enc.values.astype(np.float64))
-    acc = (xq.to(torch.float64) @ codes.T).to(torch.float32)  # exact integer sums (< 2^53), rounded like int32->f32
-    y = acc * (s * torch.from_numpy(enc.scales.reshape(-1)))
-    return y if bias is None else y + bias
+    codes_t = torch.from_numpy(enc.values.astype(np.float64)).T
+    out_scale = s * torch.from_numpy(enc.scales.reshape(-1))
+
+    def linear(x: "torch.Tensor", bias: "torch.Tensor | None" = None) -> "torch.Tensor":
+        xq = torch.clamp(torch.round(x / s) + zero, 0, 255) - zero  # integers, exact in float32
+        acc = (xq.to(torch.float64) @ codes_t).to(torch.float32)  # exact sums (< 2^53), rounded like int32->f32
+        y = acc * out_scale
+        return y if bias is None else y + bias
+
+    return linear
 
 
 # ---- bit packing ------------------------------------------------------------------------------------------------
