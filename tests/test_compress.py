@@ -91,6 +91,7 @@ def test_spec_method_defaults():
     ("lowrank:1.2.3", "1.2.3"),
     ("lrc:0", "rank"),
     ("int8@", "names no method"),
+    ("w8a8+2:4", "w8a8 does not compose"),
 ])
 def test_parse_spec_rejects_bad_strings(text, match):
     """A bad spec is a SparseccError whose message quotes the spec and names the offending stage."""
@@ -377,7 +378,7 @@ def test_compile_errors_about_calibration(digits_graph, digit_images):
     so (before any work is done); the pass itself refuses a data-aware method with no gram."""
     with pytest.raises(SparseccError, match="calibration data was given without compress"):
         sparsecc.compile(None, graph=digits_graph.copy(), calibration=(digit_images[0][:8],), compress=None)
-    for spec in ("2:4@sparsegpt", "int8@gptq", "2:4@wanda+int8"):
+    for spec in ("2:4@sparsegpt", "int8@gptq", "2:4@wanda+int8", "w8a8"):
         with pytest.raises(SparseccError, match="calibration"):
             sparsecc.compile(None, graph=digits_graph.copy(), compress=spec)
     with pytest.raises(SparseccError, match="'sparsegpt' needs calibration"):
