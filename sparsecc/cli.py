@@ -46,8 +46,10 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     shapes = input_shapes(args.input)
     cm = sparsecc.compile(args.model, target=args.target, compress=args.compress, budget=args.budget,
-                          calibration=args.calib, input_shapes=shapes or None)
+                          max_drop=args.max_drop, calibration=args.calib, input_shapes=shapes or None)
     cm.save(args.output)
+    if "auto_plan" in cm.manifest:
+        print_auto_plan(cm.manifest["auto_plan"])
     if cm.manifest["plan"]:
         print_compression(cm.manifest["plan"])
     print(f"compiled {args.model} for {cm.target}: {len(cm.graph.nodes)} ops, "
@@ -111,6 +113,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     counts = collections.Counter(n.op for n in g.nodes)
     print(f"ops: {len(g.nodes)} (" + ", ".join(f"{k} {v}" for k, v in counts.most_common()) + ")")
     print(f"weights: {sum(p.data.nbytes for p in g.params.values()) / 1e6:.2f} MB in {len(g.params)} params")
+    if "auto_plan" in m:
+        print_auto_plan(m["auto_plan"])
     print_layers(g, m.get("plan", []))
     for k, v in m.get("metrics", {}).items():
         print(f"metric {k}: {v}")
@@ -144,16 +148,32 @@ def print_layers(g: Graph, plan: list[dict]) -> None:
         print(line)
 
 
+def print_auto_plan(auto: dict) -> None:
+    """``--compress auto``'s choice: the budget, predicted latency, and per layer its sensitivity, the chosen spec
+    and its latency next to the dense layer's."""
+    counts = collections.Counter(c["spec"] for c in auto["layers"])
+    head = f"plan for budget {auto['budget']} (minimizing {auto['objective']}): " + ", ".join(
+        f"{k} x{v}" for k, v in counts.most_common())
+    if auto["predicted_ms"] is not None:
+        head += (f"; predicted latency {auto['predicted_ms']:.2f} ms vs dense {auto['dense_ms']:.2f} ms "
+                 f"at inputs {auto['latency_shapes']}")
+    print(head + f"; predicted damage {auto['damage']:.3g} ({auto['probes']} Hessian probes)")
+    print(f"  {'layer':36} {'Tr(H)/n':>9}  {'choice':18} {'ms':>7} {'dense ms':>8}")
+    for c in auto["layers"]:
+        ms = "" if c["ms"] is None else f"{c['ms']:7.3f} {c['dense_ms']:8.3f}"
+        print(f"  {c['node']:36} {c['sensitivity']:9.2e}  {c['spec']:18} {ms}")
+
+
 def print_compression(plan: list[dict]) -> None:
     """The compile-time summary of a compression plan."""
-    done = [p for p in plan if not p["skipped"]]
+    done = [p for p in plan if p["encoding"] != "dense"]
     dense = sum(p["dense_bytes"] for p in plan)
     now = sum(p["bytes"] for p in plan)
     print(f"compressed {len(done)} of {len(plan)} layers: their weights {dense / 1e6:.2f} -> {now / 1e6:.2f} MB "
           f"({dense / max(now, 1):.1f}x smaller)")
     for p in plan:
-        if p["skipped"]:
-            print(f"  kept dense: {p['node']} ({p['skipped']})")
+        if p["encoding"] == "dense":
+            print(f"  kept dense: {p['node']} ({p['skipped'] or p['method']})")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -230,9 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "sparsity (2:4, 1:4, 4:8), lowrank[:RATIO] (fraction of params kept), lrc:RANK (low-rank "
                         "compensation), joined by + (2:4+int8, lowrank:0.5+int8, int4-g128+lrc:16); a stage may "
                         "name its method with @: int4@gptq, 2:4@wanda, lowrank@asvd, lrc:16@eora. Without --calib "
-                        "the data-free methods are used (rtn, magnitude, svd)")
-    p.add_argument("--budget", default=None, help="compression budget for --compress auto (not available in this "
-                                                    "version)")
+                        "the data-free methods are used (rtn, magnitude, svd). 'auto': a plan per layer under "
+                        "--budget, from Hessian sensitivity and latency measured on the target (needs --calib)")
+    p.add_argument("--budget", default=None, metavar="latency=F|size=F",
+                   help="for --compress auto: latency=0.5 (end-to-end latency at most half the dense model's, "
+                        "measured on the target at batch 1), size=0.25 (compressible weights at most a quarter of "
+                        "their fp32 bytes), or both joined by a comma")
+    p.add_argument("--max-drop", type=float, default=None, metavar="X",
+                   help="for --compress auto: bound on the predicted loss increase (relative output MSE to the "
+                        "dense model); alone, the planner minimizes latency under it")
     p.add_argument("--calib", default=None, metavar="FILE.npz",
                    help="calibration inputs, one array per model input (by name; a symbolic first dim is split "
                         "into batches of 8): enables GPTQ, SparseGPT, activation-aware SVD and EoRA")

@@ -119,7 +119,7 @@ def _has_cuda() -> bool:
 
 
 def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str | dict = "x86",
-            compress: Any = None, budget: str | None = None, calibration: Any = None, *,
+            compress: Any = None, budget: str | None = None, calibration: Any = None, *, max_drop: float | None = None,
             input_shapes: Mapping[str, Sequence[Dim]] | None = None, dynamic_shapes: Any = None,
             graph: Graph | None = None, tuning_db: str | os.PathLike | bool | None = None) -> CompiledModel:
     """Compiles ``model`` for ``target`` (see the README for every argument).
@@ -132,9 +132,9 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     ``calibration``: batches (a list of input tuples), one tuple of arrays split into batches, or an ``.npz`` path,
     used by the data-aware methods (GPTQ, SparseGPT, activation-aware SVD); the manifest's ``plan`` lists every
     compressible layer's encoding, bytes and error."""
-    if budget is not None or compress == "auto":
-        raise SparseccError("budgeted compression (compress='auto', budget=...) is not implemented in this version; "
-                            "give an explicit scheme such as compress='int8'")
+    if (budget is not None or max_drop is not None) and compress != "auto":
+        raise SparseccError("budget= / max_drop= choose a plan for compress='auto'; an explicit compress spec "
+                            f"({compress!r}) has nothing to budget")
     if calibration is not None and compress is None:
         raise SparseccError("calibration data was given without compress=...: nothing would use it")
     from sparsecc.backends.tvm import build, prepare_graph, target_info
@@ -146,8 +146,9 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
         graph = capture(model, example_inputs, input_shapes, dynamic_shapes)
     graph = canonicalize()(graph)
     plan: list[dict[str, Any]] = []
+    auto_plan = None
     if compress is not None:
-        graph, plan = compress_graph(graph, compress, calibration)
+        graph, plan, auto_plan = compress_graph(graph, compress, calibration, budget, max_drop, target)
     graph = prepare_graph(graph, target)
     db_dir = find_database(target, tuning_db)
     tuned: list[str] = []
@@ -165,6 +166,7 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
         "inputs": [_io(graph, i) for i in graph.inputs],
         "outputs": [_io(graph, o) for o in graph.outputs],
         "plan": plan,
+        **({"auto_plan": auto_plan} if auto_plan else {}),
         "metrics": {"compile_seconds": round(time.perf_counter() - t0, 3), "ops": len(graph.nodes),
                     "param_bytes": int(sum(p.data.nbytes for p in graph.params.values())),
                     "tuned_functions": len(tuned)},
@@ -173,23 +175,55 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     return CompiledModel(graph, lib_path, manifest)
 
 
-def compress_graph(graph: Graph, compress: Any, calibration: Any = None) -> tuple[Graph, list[dict[str, Any]]]:
-    """Runs the compression pass (``passes/compress``) on a canonical graph: parses the spec, collects the
-    calibration statistics when data is given, and returns the compressed graph and its per-layer plan."""
+def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget: str | None = None,
+                   max_drop: float | None = None,
+                   target: Any = "x86") -> tuple[Graph, list[dict[str, Any]], dict[str, Any] | None]:
+    """Runs the compression pass (``passes/compress``) on a canonical graph: parses the spec (``"auto"``: the
+    planner chooses one per layer under ``budget`` / ``max_drop``, ``sparsecc.planner``), collects the
+    calibration statistics when data is given, and returns the compressed graph, the manifest's ``plan`` (every
+    compressible layer's encoding, bytes and error) and, for ``auto``, its ``auto_plan`` (the choice per layer,
+    its sensitivity and candidates, the predicted latency; else None)."""
     from sparsecc.passes.compress import CompressionSpec, calibrate, compress as run_compress, load_batches, parse_spec
     from sparsecc.ir.verify import verify
 
-    spec = compress if isinstance(compress, CompressionSpec) else parse_spec(compress)
-    calib = None
+    auto = isinstance(compress, str) and compress.strip() == "auto"
+    if isinstance(compress, Mapping):  # a plan: node name -> spec
+        spec = {node: s if isinstance(s, CompressionSpec) else parse_spec(s) for node, s in compress.items()}
+        _check_plan(graph, spec)
+    else:
+        spec = compress if isinstance(compress, CompressionSpec) or auto else parse_spec(compress)
+    calib = batches = None
     if calibration is not None:
         batches = load_batches(graph, calibration)
         calib = calibrate(graph, batches)
-    elif spec.needs_calibration():
-        raise SparseccError(f"compress {spec.text!r} needs calibration data (calibration=... / --calib): it names a "
-                            "data-aware method or quantizes inputs with static scales")
+    elif auto or any(s.needs_calibration() for s in (spec.values() if isinstance(spec, dict) else [spec])):
+        raise SparseccError(f"compress {'auto' if auto else _describe(compress)} needs calibration data "
+                            "(calibration=... / --calib): it names a data-aware method, quantizes inputs with static "
+                            "scales, or plans from Hessian sensitivity")
+    chosen = None
+    if auto:
+        from sparsecc.planner import make_plan, parse_budget
+
+        chosen = make_plan(graph, batches, parse_budget(budget, max_drop), target, calib)
+        spec = chosen.specs()
     graph, reports = run_compress(graph, spec, calib)
     verify(graph)
-    return graph, [r.as_dict() for r in reports]
+    return graph, [r.as_dict() for r in reports], None if chosen is None else chosen.as_dict()
+
+
+def _describe(compress: Any) -> str:
+    return f"plan of {len(compress)} layers" if isinstance(compress, Mapping) else repr(str(compress))
+
+
+def _check_plan(graph: Graph, plan: Mapping[str, Any]) -> None:
+    """A per-layer plan must name compressible layers of this graph."""
+    from sparsecc.passes.compress.calibration import compressible_weight
+
+    layers = {n.name for n in graph.nodes if compressible_weight(graph, n) is not None}
+    unknown = sorted(set(plan) - layers)
+    if unknown:
+        raise SparseccError(f"compress plan names {unknown}, which are not compressible layers of this graph "
+                            f"(its layers: {sorted(layers)[:8]}{' ...' if len(layers) > 8 else ''})")
 
 
 def _io(graph: Graph, name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 
 from sparsecc.errors import SparseccError, UnsupportedOpError
 
-OPTIONS = {"target": "x86", "compress": None, "budget": None, "calibration": None}
+OPTIONS = {"target": "x86", "compress": None, "budget": None, "max_drop": None, "calibration": None}
 
 
 def sparsecc_backend(gm: torch.fx.GraphModule, example_inputs: list[Any],
@@ -42,7 +42,7 @@ class _CompiledGraph:
         self.frozen = [example_inputs[i] for i in sorted(frozen) if isinstance(example_inputs[i], torch.Tensor)]
         self.versions = [t._version for t in self.frozen]
         cm = sparsecc.compile(None, graph=graph, target=opts["target"], compress=opts["compress"],
-                              budget=opts["budget"], calibration=opts["calibration"])
+                              budget=opts["budget"], max_drop=opts["max_drop"], calibration=opts["calibration"])
         self.runner = cm.runner()
 
     def __call__(self, *args: Any) -> tuple[torch.Tensor, ...]:

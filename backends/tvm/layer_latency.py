@@ -41,7 +41,7 @@ from sparsecc import __version__
 from sparsecc.bench import host_arch, summarize, wall_times
 from sparsecc.errors import SparseccError
 from sparsecc.ir.dims import eval_dim
-from sparsecc.ir.graph import Encoding, Graph, Param, TensorType
+from sparsecc.ir.graph import Encoding, Graph, TensorType
 from sparsecc.ir.ops import OPS
 
 from .targets import TargetLike, target_info, target_name
@@ -137,9 +137,12 @@ class LayerKey:
 
 # ---- keys from a graph --------------------------------------------------------------------------------------------
 def _speed_meta(encoding: Encoding) -> dict[str, Any]:
-    """The meta entries that can change a kernel's speed: scalars and lists of them (group sizes, N:M
-    pattern, bit widths). Arrays are per-layer data, not kernel choices, and would stop identical layers
-    from sharing a key."""
+    """The meta entries of a dense weight that can change a kernel's speed: scalars and lists of them. Arrays
+    are per-layer data, not kernel choices, and would stop identical layers from sharing a key. A compressed
+    weight's kind (``int4-g128``, ``2:4+int8``, ``w8a8``, ...) says everything about its speed: no meta."""
+    if encoding.kind != "dense":
+        return {}
+
     def plain(v: Any) -> bool:
         return isinstance(v, (str, int, float, bool)) or (
             isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v))
@@ -179,21 +182,17 @@ def layer_keys(graph: Graph, symbols: Mapping[str, int]) -> dict[str, LayerKey]:
             raise SparseccError(f"layer '{node.name}': {e.args[0]}; pass its value in symbols") from None
         attrs = {a: node.attrs.get(a, schema.attrs[a]) for a in CONV_ATTRS} if node.op == "conv" else {}
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
-        keys[node.name] = LayerKey(node.op, input_shape, weight.logical_shape, graph.types[node.inputs[0]].dtype,
+        shape = weight.encoding.meta["shape"] if weight.encoding.kind != "dense" else weight.logical_shape
+        keys[node.name] = LayerKey(node.op, input_shape, shape, graph.types[node.inputs[0]].dtype,
                                    attrs, weight.encoding.kind, _speed_meta(weight.encoding), has_bias,
                                    _epilogue(graph, node.outputs[0], users))
     return keys
 
 
 # ---- one-layer graphs -----------------------------------------------------------------------------------------------
-def _dense_weight(key: LayerKey, rng: np.random.Generator) -> Param:
+def _dense_weight(key: LayerKey, rng: np.random.Generator) -> np.ndarray:
     scale = 1.0 / np.sqrt(np.prod(key.weight_shape[1:]))
-    return Param(rng.standard_normal(key.weight_shape).astype(key.dtype) * np.asarray(scale, key.dtype))
-
-
-WEIGHT_MAKERS: dict[str, Callable[[LayerKey, np.random.Generator], Param]] = {"dense": _dense_weight}
-"""Encoding kind -> random weight of a key's shape stored in that encoding. A compressed encoding is measured
-once its maker is registered here (its values do not matter for speed, its storage does)."""
+    return rng.standard_normal(key.weight_shape).astype(key.dtype) * np.asarray(scale, key.dtype)
 
 
 def _output_shape(key: LayerKey) -> tuple[int, ...]:
@@ -208,17 +207,16 @@ def _output_shape(key: LayerKey) -> tuple[int, ...]:
 
 
 def layer_graph(key: LayerKey, seed: int = SEED) -> tuple[Graph, list[np.ndarray]]:
-    """The one-layer graph ``key`` describes (random weights of its shapes and encoding, from ``seed``) and an
-    input for it."""
-    maker = WEIGHT_MAKERS.get(key.encoding)
-    if maker is None:
-        raise SparseccError(f"cannot measure a layer with encoding '{key.encoding}': no weight maker registered "
-                            f"(known: {', '.join(WEIGHT_MAKERS)})")
+    """The one-layer graph ``key`` describes (random weights of its shapes, from ``seed``) and an input for it.
+
+    A key whose encoding is not ``dense`` names a compression spec (``int8``, ``2:4+int4-g64``, ``lowrank:0.25``,
+    ``w8a8``, ...: an encoded weight's kind is one): the dense layer is compressed by the compression pass with
+    that spec, so a low-rank key times both factors. Values do not matter for speed, storage does; W8A8's input
+    grid comes from the random input."""
     rng = np.random.default_rng(seed)
     g = Graph(name=f"layer_{key.op}")
     x = g.add_input("x", TensorType(key.input_shape, key.dtype))
-    weight = maker(key, rng)
-    inputs = [x, g.add_param("weight", weight.data, weight.encoding)]
+    inputs = [x, g.add_param("weight", _dense_weight(key, rng))]
     if key.bias:
         inputs.append(g.add_param("bias", rng.standard_normal(key.weight_shape[0]).astype(key.dtype)))
     out_type = TensorType(_output_shape(key), key.dtype)
@@ -227,7 +225,35 @@ def layer_graph(key: LayerKey, seed: int = SEED) -> tuple[Graph, list[np.ndarray
         attrs = {"approximate": "tanh"} if key.epilogue == "gelu_tanh" else {}
         (y,) = g.add_node("relu" if key.epilogue == "relu" else "gelu", [y], [out_type], attrs)
     g.outputs = [y]
-    return g, [rng.standard_normal(key.input_shape).astype(key.dtype)]
+    arrays = [rng.standard_normal(key.input_shape).astype(key.dtype)]
+    if key.encoding != "dense":
+        g = _compressed(g, key, arrays)
+    return g, arrays
+
+
+def _compressed(graph: Graph, key: LayerKey, arrays: list[np.ndarray]) -> Graph:
+    from sparsecc.passes.compress import calibrate, compress, parse_spec
+
+    try:
+        spec = parse_spec(key.encoding)
+    except SparseccError as e:
+        raise SparseccError(f"cannot measure a layer with encoding '{key.encoding}': {e}") from None
+    calib = calibrate(graph, [arrays]) if spec.activations else None
+    compressed, (report,) = compress(graph, spec, calib)
+    if report.skipped:
+        raise SparseccError(f"cannot measure {key}: {report.skipped}")
+    return compressed
+
+
+def structure_id(graph: Graph, arrays: Sequence[np.ndarray]) -> str:
+    """A hash of everything about ``graph`` run on ``arrays`` that its speed depends on: ops, attributes, value
+    types, param shapes/dtypes/encodings and the inputs' shapes (weight values are left out)."""
+    doc = {"nodes": [[n.op, repr(sorted(n.attrs.items())), [str(graph.types.get(i)) for i in n.inputs],
+                      [str(graph.types[o]) for o in n.outputs]] for n in graph.nodes],
+           "params": sorted([k, list(p.data.shape), str(p.data.dtype), p.encoding.kind]
+                            for k, p in graph.params.items()),
+           "inputs": [[list(a.shape), str(a.dtype)] for a in arrays]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def empty_graph() -> tuple[Graph, list[np.ndarray]]:
@@ -401,6 +427,15 @@ class LatencyTable:
             self.entries[key.id] = entry
             self._save()
         return entry["ms"]
+
+    def measure_model(self, graph: Graph, arrays: Sequence[np.ndarray]) -> float:
+        """Median ms of one call of the whole ``graph`` on ``arrays`` (not minus the empty call: this is what a
+        user's call costs), cached under its structure (ops, attrs, shapes, encodings; not the weights' values)."""
+        key = "model:" + structure_id(graph, arrays)
+        if key not in self.entries:
+            self.entries[key] = self._time(graph, arrays)
+            self._save()
+        return self.entries[key]["median_ms"]
 
     def measure_many(self, keys: Iterable[LayerKey], progress: bool = True) -> dict[LayerKey, float]:
         """``measure`` for each distinct key (identical layers are timed once), with a progress bar over the

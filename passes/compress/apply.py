@@ -15,7 +15,7 @@ calibrated) output error ``tr(E G Eᵀ) / tr(W G Wᵀ)`` of the compressed weigh
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -52,16 +52,21 @@ class LayerReport:
         return asdict(self)
 
 
-def compress(graph: Graph, spec: CompressionSpec, calibration: Calibration | None = None,
+def compress(graph: Graph, spec: CompressionSpec | Mapping[str, CompressionSpec],
+             calibration: Calibration | None = None,
              progress: Callable[[str], None] | None = None) -> tuple[Graph, list[LayerReport]]:
     """A compressed copy of ``graph`` and one report per compressible layer (see the module docstring).
-    ``progress(name)`` is called before each layer."""
+
+    ``spec``: one spec for every layer, or a per-layer plan ``{node name: spec}`` (the planner's output; a layer
+    the plan does not name stays dense). ``progress(name)`` is called before each layer."""
+    plan = None if isinstance(spec, CompressionSpec) else dict(spec)
     if calibration is None:
-        for stage, method in spec.methods:
-            if method != METHODS[stage][0]:
-                _need(None, method)
-        if spec.activations:
-            input_grid(None)
+        for one in ([spec] if plan is None else plan.values()):
+            for stage, method in one.methods:
+                if method != METHODS[stage][0]:
+                    _need(None, method)
+            if one.activations:
+                input_grid(None)
     graph = graph.copy()
     users = graph.users()
     reports = []
@@ -76,30 +81,53 @@ def compress(graph: Graph, spec: CompressionSpec, calibration: Calibration | Non
         report = LayerReport(node.name, node.op, name, shape, "dense", dense_bytes=param.data.nbytes,
                              bytes=param.data.nbytes)
         reports.append(report)
-        reason = _ineligible(graph, node, name, users, spec)
+        layer_spec = spec if plan is None else plan.get(node.name)
+        if layer_spec is None:
+            report.method = "kept dense by the plan"
+            continue
+        reason = _ineligible(graph, node, name, users, layer_spec)
         if reason:
             report.skipped = reason
             continue
-        w = param.data.reshape(shape[0], -1)
         stats = calibration[name] if calibration is not None and name in calibration else None
-        gram = None if stats is None else stats.gram
-        if spec.lowrank is not None:
-            w_hat = _factorize(graph, node, w, spec, gram, report)
-        else:
-            enc = _encode(w, spec, gram, report)
-            enc.shape = tuple(shape)
-            if spec.activations:
-                enc.activation = input_grid(stats)
-            encodings.store(graph, name, enc)
-            w_hat = enc.dense().reshape(w.shape)
-            report.bytes = enc.nbytes()
-        if spec.compensation is not None:
-            w_hat = _compensate(graph, node, w, w_hat, spec, gram, report)
-        report.encoding = spec.text
-        if gram is None and calibration is not None:
+        _compress_layer(graph, node, name, layer_spec, stats, report)
+        if stats is None and calibration is not None and _data_aware(layer_spec):
             report.method += " (data-free: no input statistics for this layer)"
-        _measure(report, w, w_hat, gram)
     return graph, reports
+
+
+def _compress_layer(graph: Graph, node: Node, name: str, spec: CompressionSpec, stats: LayerStats | None,
+                    report: LayerReport) -> None:
+    """Compresses one eligible layer in place and fills its report."""
+    shape = list(graph.params[name].data.shape)
+    w = graph.params[name].data.reshape(shape[0], -1)
+    gram = None if stats is None else stats.gram
+    if spec.lowrank is not None:
+        w_hat = _factorize(graph, node, w, spec, gram, report)
+    else:
+        enc = _encode(w, spec, gram, report)
+        enc.shape = tuple(shape)
+        if spec.activations:
+            enc.activation = input_grid(stats)
+        encodings.store(graph, name, enc)
+        w_hat = enc.dense().reshape(w.shape)
+        report.bytes = enc.nbytes()
+    if spec.compensation is not None:
+        w_hat = _compensate(graph, node, w, w_hat, spec, gram, report)
+    report.encoding = spec.text
+    _measure(report, w, w_hat, gram)
+
+
+def _data_aware(spec: CompressionSpec) -> bool:
+    """Whether some stage of ``spec`` would take a data-aware method given input statistics."""
+    stages = [s for s, on in (("quant", spec.quant), ("nm", spec.nm), ("lowrank", spec.lowrank),
+                              ("lrc", spec.compensation)) if on is not None]
+    return any(spec.method(s, True) != METHODS[s][0] for s in stages)
+
+
+def why_not(graph: Graph, node: Node, spec: CompressionSpec) -> str:
+    """Why the compressible layer ``node`` cannot take ``spec`` ('' if it can)."""
+    return _ineligible(graph, node, compressible_weight(graph, node), graph.users(), spec)
 
 
 def _ineligible(graph: Graph, node: Node, name: str, users: dict[str, list[Node]], spec: CompressionSpec) -> str:
@@ -237,7 +265,8 @@ def _encode_factor(graph: Graph, name: str, spec: CompressionSpec, gram: np.ndar
     enc, method = _quantize(w, spec, gram)
     enc.shape = tuple(data.shape)
     encodings.store(graph, name, enc)
-    report.method += f", factors {method}"
+    if "factors" not in report.method:
+        report.method += f", factors {method}"
     return enc.nbytes()
 
 
