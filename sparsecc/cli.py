@@ -158,6 +158,9 @@ def print_auto_plan(auto: dict) -> None:
         head += (f"; predicted latency {auto['predicted_ms']:.2f} ms vs dense {auto['dense_ms']:.2f} ms "
                  f"at inputs {auto['latency_shapes']}")
     print(head + f"; predicted damage {auto['damage']:.3g} ({auto['probes']} Hessian probes)")
+    if auto["predicted_ms"] is not None and auto["predicted_ms"] > auto["dense_ms"]:
+        print(f"  note: this size-budgeted plan is predicted SLOWER than the dense model on this target "
+              f"({auto['predicted_ms']:.2f} vs {auto['dense_ms']:.2f} ms); add latency=1 to the budget to forbid that")
     print(f"  {'layer':36} {'Tr(H)/n':>9}  {'choice':18} {'ms':>7} {'dense ms':>8}")
     for c in auto["layers"]:
         ms = "" if c["ms"] is None else f"{c['ms']:7.3f} {c['dense_ms']:8.3f}"

@@ -1,7 +1,8 @@
 """The ``--budget`` string: what the plan must fit in.
 
     latency=0.5      end-to-end latency at most half the dense model's, measured on the target
-    size=0.25        compressible layers' weights at most a quarter of their float32 bytes
+    size=0.25        compressible layers' weights at most a quarter of their float32 bytes (may choose encodings
+                     slower than dense on the target: the plan's predicted latency shows it)
     latency=0.6,size=0.3   both
 
 ``max_drop`` (``--max-drop``) bounds the predicted loss increase instead (the sensitivity loss: relative output
@@ -22,6 +23,13 @@ class Budget:
     """Fraction of the compressible layers' float32 weight bytes."""
     max_drop: float | None = None
     """Upper bound on the predicted damage (loss increase)."""
+
+    @property
+    def latency_bound(self) -> bool:
+        """Whether latency is part of the goal (a latency cap, or latency minimized under ``max_drop``): then only
+        encodings faster than the dense layer on the target may be chosen. A size-only budget asks for bytes and
+        may take slower ones; the plan's predicted latency says so."""
+        return self.latency is not None or self.size is None
 
     def __str__(self) -> str:
         parts = [f"{k}={v:g}" for k, v in (("latency", self.latency), ("size", self.size), ("max-drop", self.max_drop))

@@ -47,7 +47,7 @@ class LayerChoice:
     dense_ms: float | None
     options: list[dict[str, Any]] = field(default_factory=list)
     """Every spec the layer could take: spec, ms (None: not measured), kept (False: slower than dense on the
-    target, so never evaluated further), and for kept ones method, damage, bytes."""
+    target under a latency-bound budget, so not a choice), and for kept ones method, damage, bytes."""
 
 
 @dataclass
@@ -90,18 +90,21 @@ def make_plan(graph: Graph, batches: Sequence[Sequence[np.ndarray]], budget: Bud
               **options: Any) -> Plan:
     """The plan for a canonical ``graph`` under ``budget``: ``choose(analyze(...), budget)`` (see ``analyze``
     for the options)."""
-    return choose(analyze(graph, batches, target, need_latency=budget.latency is not None, **options), budget)
+    return choose(analyze(graph, batches, target, need_latency=budget.latency is not None,
+                          only_faster=budget.latency_bound, **options), budget)
 
 
 def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any = "x86",
             calibration: Calibration | None = None, loss: str = "mse", labels: Sequence[Any] | None = None,
             ladder: Sequence[str] = LADDER, table: Any = None, example: Sequence[np.ndarray] | None = None,
-            seed: int = 0, max_probes: int = 16, need_latency: bool = False, progress: bool = True) -> Analysis:
+            seed: int = 0, max_probes: int = 16, need_latency: bool = False, only_faster: bool = True,
+            progress: bool = True) -> Analysis:
     """Steps 1-3 of the module docstring for a canonical ``graph``. ``batches``: calibration batches (lists of
     input arrays); ``labels`` (``loss="ce"``): one class per calibration row; ``example``: the inputs latency
     is measured at (default: the first row of the first batch, i.e. batch 1). ``table``: a ``LatencyTable``
     (default: this machine's, for ``target``; a target this machine cannot run is planned by bytes unless
-    ``need_latency``, which then raises)."""
+    ``need_latency``, which then raises). ``only_faster``: evaluate only the specs faster than the dense layer
+    (all a latency-bound plan may use); False also evaluates slower ones, for size-only budgets."""
     from rich.progress import Progress
 
     calibration = calibration if calibration is not None else calibrate(graph, batches)
@@ -122,11 +125,11 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
     specs = eligible(graph, set(traces), calibration, tuple(ladder))
     latencies = _latencies(graph, specs, need_latency, target, table, example, progress)
     clock.lap("latency")
-    faster = {node: [s for s in texts if latencies is None or s == DENSE
-                     or latencies.layers[node][s] < latencies.layers[node][DENSE]] for node, texts in specs.items()}
+    wanted = {node: [s for s in texts if not only_faster or _faster(latencies, node, s)]
+              for node, texts in specs.items()}
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("candidates", total=len(faster))
-        candidates = evaluate(graph, traces, calibration, faster,
+        task = bar.add_task("candidates", total=len(wanted))
+        candidates = evaluate(graph, traces, calibration, wanted,
                               progress=lambda name: bar.update(task, advance=1, description=f"candidates: {name}"))
     clock.lap("candidates")
     return Analysis(graph, traces, specs, latencies, candidates, [list(a.shape) for a in example], clock.laps)
@@ -141,6 +144,11 @@ class _Clock:
         now = time.perf_counter()
         self.laps[name] = round(now - self.t0, 2)
         self.t0 = now
+
+
+def _faster(latencies: Latencies | None, node: str, spec: str) -> bool:
+    """Whether ``spec`` runs faster than the dense layer (True where nothing was measured)."""
+    return latencies is None or spec == DENSE or latencies.layers[node][spec] < latencies.layers[node][DENSE]
 
 
 def _latencies(graph: Graph, specs: dict[str, list[str]], need_latency: bool, target: Any, table: Any,
@@ -159,13 +167,16 @@ def _latencies(graph: Graph, specs: dict[str, list[str]], need_latency: bool, ta
 
 
 def choose(analysis: Analysis, budget: Budget) -> Plan:
-    """Step 4: solves the knapsack over the analysis's candidates (the specs faster than dense) under ``budget``
-    and records every spec each layer could take."""
+    """Step 4: solves the knapsack over the analysis's candidates under ``budget`` and records every spec each
+    layer could take. A latency-bound budget (``Budget.latency_bound``) only uses specs faster than the dense
+    layer on the target; a size-only budget may use slower ones (the plan's predicted latency shows it)."""
     t0 = time.perf_counter()
     graph, specs, candidates = analysis.graph, analysis.specs, analysis.candidates
     traces, latencies = analysis.traces, analysis.latencies
     if budget.latency is not None and latencies is None:
         raise SparseccError("a latency budget needs layer latencies measured on the target; this analysis has none")
+    candidates = {node: [c for c in cands if not budget.latency_bound or _faster(latencies, node, c.spec)]
+                  for node, cands in candidates.items()}
     options = [[{"damage": c.damage, "bytes": float(c.bytes), "ms": latencies.layers[node][c.spec] if latencies
                  else 0.0} for c in cands] for node, cands in candidates.items()]
     caps: dict[str, float] = {}

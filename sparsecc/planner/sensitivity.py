@@ -1,21 +1,27 @@
 """Per-layer sensitivity: the trace of the loss Hessian with respect to each compressible layer's weight.
 
-Hutchinson's estimator: for Rademacher probes ``v`` (entries ±1), ``E[vᵀ H v] = Tr(H)``. One probe spans every
-layer at once, and layer ``l``'s estimate is ``v_lᵀ (H v)_l``: its cross terms with other layers have zero mean,
-so each probe costs one Hessian-vector product for the whole model. The products are forward-over-reverse
-(``torch.func.jvp`` of ``torch.func.grad``) through the interpreter, so ONNX-imported graphs are treated exactly
-like torch-captured ones. Probes cycle through the calibration batches and stop once every layer's estimate has
-a relative standard error below ``tolerance`` (or at ``max_probes``).
-
-The loss, evaluated at the dense weights:
+Hutchinson's estimator, ``E[vᵀ A v] = Tr(A)`` for Rademacher probes ``v`` (entries ±1), applied where it gives
+every layer its own estimate from one pass:
 
 * ``"mse"`` (default, label-free): squared distance of every float output to the dense model's own output,
-  divided by the dense output's mean square: a unitless relative output error (embeddings, regressions);
-* ``"kl"`` (label-free, classifiers): KL divergence from the dense model's softmax over the last axis;
-* ``"ce"``: cross-entropy against ``labels`` (one integer class per row of the first output).
+  divided by the dense output's mean square (a unitless relative output error: embeddings, regressions);
+* ``"kl"`` (label-free, classifiers): KL divergence from the dense model's softmax over the last axis.
 
-At the dense weights the label-free losses are at their minimum, so their Hessian is the Gauss-Newton /
-Fisher matrix: positive semi-definite, and ``½ δᵀ H δ`` predicts the loss a weight change ``δ`` costs.
+At the dense weights these losses are at their minimum with zero residual, so their Hessian is exactly the
+Gauss-Newton matrix ``H = Jᵀ H_y J`` (``J`` the Jacobian of the outputs, ``H_y`` the loss's Hessian in the
+outputs). Then ``Tr(H_l) = E ‖J_lᵀ u‖²`` for output-space probes ``u`` with ``E[u uᵀ] = H_y``: Rademacher
+entries scaled by ``H_y``'s constant diagonal (mse), or ``e_y − p`` with ``y`` drawn from the dense softmax
+``p`` (kl). One vector-Jacobian product (``torch.func.vjp`` through the interpreter, so ONNX-imported graphs are
+treated like torch-captured ones) gives every layer's ``J_lᵀ u`` at once: no cross-layer terms, every sample
+non-negative. (Probing the weights instead, ``v_lᵀ (H v)_l``, mixes in the other layers' curvature: the
+estimate for a small first conv was dominated by it and often came out negative.)
+
+* ``"ce"``: cross-entropy against ``labels`` (one integer class per row of the first output). Away from the
+  loss's minimum the Hessian is not Gauss-Newton, so this one probes the weights: ``v_lᵀ (H v)_l`` with
+  Hessian-vector products by ``torch.func.jvp`` of ``torch.func.grad``.
+
+Probes cycle through the calibration batches and stop once every layer's estimate has a relative standard error
+below ``tolerance`` (or at ``max_probes``). ``½ δᵀ H δ`` then predicts the loss a weight change ``δ`` costs.
 """
 from __future__ import annotations
 
@@ -71,15 +77,14 @@ def hessian_traces(graph: Graph, batches: Sequence[Sequence[Any]], loss: str = "
     names = list(weights) if weights is not None else layer_weights(graph)
     params = {k: graph_param_tensor(graph, k) for k in graph.params}
     trainable = {k: params[k] for k in names}
-    objectives = [_objective(graph, params, list(batch), loss, None if labels is None else labels[i])
-                  for i, batch in enumerate(batches)]
     generator = torch.Generator().manual_seed(seed)
+    probe_fns = [(_hvp_probe if loss == "ce" else _output_probe)(graph, params, trainable, list(batch), loss,
+                                                                  None if labels is None else labels[i], generator)
+                 for i, batch in enumerate(batches)]
     samples: dict[str, list[float]] = {k: [] for k in names}
     for probe in range(max_probes):
-        v = {k: torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1 for k, w in trainable.items()}
-        _, hv = torch.func.jvp(torch.func.grad(objectives[probe % len(objectives)]), (trainable,), (v,))
-        for k in names:
-            samples[k].append(float(torch.sum(hv[k].double() * v[k].double())))
+        for k, value in probe_fns[probe % len(probe_fns)]().items():
+            samples[k].append(value)
         worst = _worst_relative_error(samples)
         if progress:
             progress(probe + 1, worst)
@@ -88,32 +93,66 @@ def hessian_traces(graph: Graph, batches: Sequence[Sequence[Any]], loss: str = "
     return {k: _trace(s, trainable[k].numel()) for k, s in samples.items()}
 
 
-def _objective(graph: Graph, params: dict[str, torch.Tensor], batch: list[Any], loss: str,
-               labels: Any) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-    """The loss of one batch as a function of the chosen weights (the rest fixed at their dense values)."""
+Probe = Callable[[], dict[str, float]]
+"""One Hutchinson sample of every layer's ``Tr(H_l)``."""
+
+
+def _outputs(graph: Graph, params: dict[str, torch.Tensor], batch: list[Any]) -> Callable[..., list[torch.Tensor]]:
+    """The float outputs of one batch as a function of the chosen weights (the rest fixed at their dense values)."""
     with torch.no_grad():
         reference = Interpreter(graph, params).run(*batch)
     floats = [i for i, r in enumerate(reference) if r.is_floating_point()]
     if not floats:
         raise SparseccError("Hessian sensitivity needs a floating-point model output to measure the loss on")
-    target = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
+
+    def outputs(weights: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        outs = Interpreter(graph, {**params, **weights}).run(*batch)
+        return [outs[i] for i in floats]
+
+    return outputs
+
+
+def _output_probe(graph: Graph, params: dict[str, torch.Tensor], trainable: dict[str, torch.Tensor],
+                  batch: list[Any], loss: str, _labels: Any, generator: torch.Generator) -> Probe:
+    """Label-free losses: ``‖J_lᵀ u‖²`` with ``u`` drawn so that ``E[u uᵀ]`` is the loss's Hessian in the outputs."""
+    outputs = _outputs(graph, params, batch)
+    with torch.no_grad():
+        reference = outputs(trainable)
+
+    def probe() -> dict[str, float]:
+        outs, vjp = torch.func.vjp(outputs, trainable)
+        cotangents = []
+        for ref in reference:
+            if loss == "kl":  # Hessian of batchmean KL in the logits: (diag(p) - p pᵀ) / rows
+                p = ref.softmax(-1).reshape(-1, ref.shape[-1])
+                draw = torch.multinomial(p, 1, generator=generator).squeeze(1)
+                u = (torch.nn.functional.one_hot(draw, p.shape[1]).to(p.dtype) - p) / math.sqrt(p.shape[0])
+            else:  # Hessian of mean((out - ref)²) / mean(ref²): 2 / (numel · mean(ref²)) · I
+                scale = math.sqrt(2.0 / (ref.numel() * float((ref ** 2).mean().clamp_min(1e-30))))
+                u = (torch.randint(0, 2, ref.shape, generator=generator).to(ref.dtype) * 2 - 1) * scale
+            cotangents.append(u.reshape(ref.shape))
+        (grads,) = vjp(cotangents)
+        return {k: float(torch.sum(g.double() ** 2)) for k, g in grads.items()}
+
+    return probe
+
+
+def _hvp_probe(graph: Graph, params: dict[str, torch.Tensor], trainable: dict[str, torch.Tensor],
+               batch: list[Any], _loss: str, labels: Any, generator: torch.Generator) -> Probe:
+    """Cross-entropy against labels: ``v_lᵀ (H v)_l`` with a Rademacher ``v`` over every weight."""
+    outputs = _outputs(graph, params, batch)
+    target = torch.as_tensor(np.asarray(labels)).long()
 
     def objective(weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        outs = Interpreter(graph, {**params, **weights}).run(*batch)
-        if loss == "ce":
-            return torch.nn.functional.cross_entropy(outs[floats[0]].reshape(-1, outs[floats[0]].shape[-1]), target)
-        total = outs[floats[0]].new_zeros(())
-        for i in floats:
-            out, ref = outs[i], reference[i]
-            if loss == "kl":
-                total = total + torch.nn.functional.kl_div(out.log_softmax(-1).reshape(-1, out.shape[-1]),
-                                                           ref.log_softmax(-1).reshape(-1, ref.shape[-1]),
-                                                           log_target=True, reduction="batchmean")
-            else:
-                total = total + ((out - ref) ** 2).mean() / (ref ** 2).mean().clamp_min(1e-30)
-        return total
+        logits = outputs(weights)[0]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target)
 
-    return objective
+    def probe() -> dict[str, float]:
+        v = {k: torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1 for k, w in trainable.items()}
+        _, hv = torch.func.jvp(torch.func.grad(objective), (trainable,), (v,))
+        return {k: float(torch.sum(hv[k].double() * v[k].double())) for k in trainable}
+
+    return probe
 
 
 def _worst_relative_error(samples: dict[str, list[float]]) -> float:

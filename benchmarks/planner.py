@@ -1,0 +1,338 @@
+"""The planner (``compress='auto'``) against uniform and random plans, on MiniLM and the digits CNN, in one run.
+
+    .venv/bin/python -m benchmarks.planner                 # results in benchmarks/results/planner.{json,md,png}
+    .venv/bin/python -m benchmarks.planner --random 2 --no-digits   # quicker
+
+Per model, one analysis (``sparsecc.planner.analyze``: Hessian traces, candidates, latencies measured on this
+CPU with a fresh cache, so every number is from this run), then for each budget:
+
+* the **Hessian plan** ``choose(analysis, budget)``;
+* the **uniform plan** the budget is taken from: one spec on every layer that can take it (MiniLM: latency
+  budgets equal to the predicted latency of uniform w8a8 / lowrank:0.5 / lowrank:0.25; digits: size budgets
+  equal to the bytes of uniform int8 / int4-g32 / 2:4+int8 / 2:4+int4-g64 / lowrank:0.25+int8), so the uniform plan
+  costs at least as much;
+* **random plans** of equal cost: the same knapsack with each candidate's damage replaced by a random number.
+
+Every plan is compressed with the pass, compiled, and evaluated through the deployed artifact (MiniLM: WordSim
+rho, polarity accuracy, cosine to dense, as in ``benchmarks/quality.py``; digits: held-out accuracy) and its
+end-to-end latency measured at the planner's shapes (batch 1; median of 50 after warm-up) next to the plan's
+prediction. Also timed: ``analyze`` with a cold and a warm measurement cache (MiniLM, default settings), and the
+layer ranking from two Hessian seeds (Spearman).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .quality import (CALIB_IMAGES, CALIB_SENTENCES, SEQ, code_version, load_calibration_sentences, load_polarity,
+                      load_wordsim, run_batched)
+from .run import RESULTS
+
+MINILM_UNIFORM = ("w8a8", "lowrank:0.5", "lowrank:0.25")
+DIGITS_UNIFORM = ("int8", "int4-g32", "2:4+int8", "2:4+int4-g64", "lowrank:0.25+int8")
+RANDOM_PLANS = 5
+TOLERANCE = 0.15
+"""Predicted vs measured end-to-end latency."""
+
+
+def say(msg: str) -> None:
+    print(f"[planner] {msg}", flush=True)
+
+
+def uniform_choice(analysis: Any, spec: str) -> dict[str, str]:
+    """``spec`` on every layer that has it as a candidate, dense elsewhere."""
+    return {node: spec for node, cands in analysis.candidates.items() if any(c.spec == spec for c in cands)}
+
+
+def totals(analysis: Any, choice: dict[str, str]) -> dict[str, float]:
+    """Predicted damage, bytes and latency of a per-layer choice."""
+    from sparsecc.planner.candidates import DENSE
+
+    damage = bytes_ = 0.0
+    for node, cands in analysis.candidates.items():
+        c = next(c for c in cands if c.spec == choice.get(node, DENSE))
+        damage, bytes_ = damage + c.damage, bytes_ + c.bytes
+    lat = analysis.latencies
+    return {"damage": damage, "bytes": bytes_, "predicted_ms": lat.predict(choice) if lat else None}
+
+
+def random_analysis(analysis: Any, seed: int) -> Any:
+    """A copy of ``analysis`` whose candidates' damages are random (dense stays 0): its optimum is a random plan
+    that still fills the same budget."""
+    rng = np.random.default_rng(seed)
+    shuffled = copy.copy(analysis)
+    shuffled.candidates = {node: [dataclasses.replace(c, damage=float(rng.uniform()) if c.spec != "dense" else 0.0)
+                                  for c in cands] for node, cands in analysis.candidates.items()}
+    return shuffled
+
+
+def plans_for(analysis: Any, budgets: list[tuple[str, Any]], randoms: int) -> list[dict]:
+    """(budget name, Budget) -> the Hessian, uniform and random plans to evaluate."""
+    from sparsecc.planner import choose
+
+    out = []
+    for uniform, budget in budgets:
+        hessian = {c.node: c.spec for c in choose(analysis, budget).layers if c.spec != "dense"}
+        out.append({"budget": str(budget), "kind": "hessian", "choice": hessian})
+        out.append({"budget": str(budget), "kind": f"uniform {uniform}", "choice": uniform_choice(analysis, uniform)})
+        for seed in range(randoms):
+            pick = choose(random_analysis(analysis, seed), budget)
+            out.append({"budget": str(budget), "kind": f"random {seed}",
+                        "choice": {c.node: c.spec for c in pick.layers if c.spec != "dense"}})
+    for plan in out:
+        plan.update(totals(analysis, plan["choice"]))
+    return out
+
+
+def evaluate_plans(name: str, graph: Any, calib: Any, plans: list[dict], score: Callable[[Any], dict],
+                   example: list[np.ndarray]) -> None:
+    """Compresses, compiles, scores and times every plan in place."""
+    import sparsecc
+    from sparsecc.bench import time_fn
+    from sparsecc.passes.compress import compress, parse_spec
+
+    for plan in plans:
+        t0 = time.perf_counter()
+        compressed, _ = compress(graph, {n: parse_spec(s) for n, s in plan["choice"].items()}, calib)
+        cm = sparsecc.compile(None, graph=compressed, target="x86")
+        runner = cm.runner()
+        plan["measured_ms"] = time_fn(lambda: runner(*example), repeat=50, warmup=5)["median_ms"]
+        plan.update(score(cm))
+        plan["seconds"] = round(time.perf_counter() - t0, 1)
+        pred = plan["predicted_ms"]
+        shown = {k: plan[k] for k in ("wordsim", "polarity_acc", "cos_to_dense", "accuracy") if k in plan}
+        say(f"{name} {plan['budget']:16} {plan['kind']:18} " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+            + f"; {plan['bytes'] / 1e6:.2f} MB; latency {plan['measured_ms']:.2f} ms"
+            + ("" if pred is None else f" (predicted {pred:.2f})") + f" [{plan['seconds']} s]")
+
+
+def minilm(randoms: int) -> dict:
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold, cross_val_score
+
+    from sparsecc.compiler import capture
+    from sparsecc.models.minilm import Tokenizer, load_minilm
+    from sparsecc.passes.compress import calibrate, load_batches
+    from sparsecc.passes.pipeline import canonicalize
+    from sparsecc.planner import Budget, analyze
+    from sparsecc.planner.sensitivity import hessian_traces
+    from sparsecc.planner.plan import HESSIAN_ROWS, _rebatch
+
+    model, tok = load_minilm(), Tokenizer(SEQ)
+    pairs = load_wordsim()
+    words = sorted({w for a, b, _ in pairs for w in (a, b)})
+    texts, labels = load_polarity()
+    word_in = tuple(t.numpy() for t in tok(words))
+    pol_in = tuple(t.numpy() for t in tok(texts))
+    batch = torch.export.Dim("batch", max=1024)
+    ids, mask = (torch.from_numpy(a[:2]) for a in pol_in)
+    graph = canonicalize()(capture(model, (ids, mask), dynamic_shapes={"input_ids": {0: batch},
+                                                                      "attention_mask": {0: batch}}))
+    calib_data = tuple(t.numpy() for t in tok(load_calibration_sentences(CALIB_SENTENCES)))
+    batches = load_batches(graph, calib_data)
+    t0 = time.perf_counter()
+    calib = calibrate(graph, batches)
+    calib_s = time.perf_counter() - t0
+    timings = {"calibration_s": round(calib_s, 1)}
+    t0 = time.perf_counter()
+    analysis = analyze(graph, batches, "x86", calibration=calib)
+    timings["analyze_cold_s"] = round(time.perf_counter() - t0, 1)
+    timings["analyze_cold_phases"] = analysis.seconds
+    t0 = time.perf_counter()
+    analyze(graph, batches, "x86", calibration=calib)
+    timings["analyze_warm_s"] = round(time.perf_counter() - t0, 1)
+    say(f"minilm: calibration {calib_s:.1f} s, analyze cold {timings['analyze_cold_s']} s "
+        f"{analysis.seconds}, warm {timings['analyze_warm_s']} s")
+    other = hessian_traces(graph, _rebatch(graph, batches, HESSIAN_ROWS), seed=1)
+    names = list(analysis.traces)
+    rho = float(spearmanr([analysis.traces[n].per_weight for n in names],
+                          [other[n].per_weight for n in names]).correlation)
+    say(f"minilm: Hessian layer ranking, seed 0 vs seed 1: Spearman {rho:.4f}")
+    lat = analysis.latencies
+    budgets = [(u, Budget(latency=round(totals(analysis, uniform_choice(analysis, u))["predicted_ms"]
+                                        / lat.model_ms, 4))) for u in MINILM_UNIFORM]
+    plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
+        analysis, budgets, randoms)
+    folds = KFold(5, shuffle=True, random_state=0)
+    dense_pol: list[np.ndarray] = []
+
+    def score(cm: Any) -> dict:
+        index = dict(zip(words, run_batched(cm, word_in)))
+        sims = [float(index[a] @ index[b]) for a, b, _ in pairs]
+        emb = run_batched(cm, pol_in)
+        if not dense_pol:
+            dense_pol.append(emb)
+        acc = cross_val_score(LogisticRegression(max_iter=1000), emb, labels, cv=folds).mean()
+        cos = (emb * dense_pol[0]).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(dense_pol[0], axis=1)
+        return {"wordsim": float(spearmanr(sims, [s for _, _, s in pairs]).correlation),
+                "polarity_acc": float(acc), "cos_to_dense": float(cos.mean())}
+
+    example = [a[:1] for a in pol_in]
+    evaluate_plans("minilm", graph, calib, plans, score, example)
+    sens = {n: analysis.traces[n].per_weight for n in names}
+    return {"plans": plans, "timings": timings, "seed_spearman": rho, "model_ms": lat.model_ms,
+            "rest_ms": lat.rest_ms, "sensitivity": sens, "metrics": ["wordsim", "polarity_acc", "cos_to_dense"],
+            "data": {"calibration_sentences": CALIB_SENTENCES, "seq": SEQ}}
+
+
+def digits(randoms: int) -> dict:
+    from sparsecc.compiler import capture
+    from sparsecc.models.digits import accuracy, digits_data, train_digits_cnn
+    from sparsecc.passes.compress import calibrate, load_batches
+    from sparsecc.passes.pipeline import canonicalize
+    from sparsecc.planner import Budget, analyze
+
+    model, x_te, y_te = train_digits_cnn(seed=0)
+    x_tr = digits_data(0)[0]
+    graph = canonicalize()(capture(model, (x_te[:4],), dynamic_shapes={"x": {0: torch.export.Dim("batch",
+                                                                                                  max=4096)}}))
+    batches = load_batches(graph, (x_tr[:CALIB_IMAGES].numpy(),), batch_size=32)
+    calib = calibrate(graph, batches)
+    analysis = analyze(graph, batches, "x86", calibration=calib, loss="kl", only_faster=False)
+    dense_bytes = totals(analysis, {})["bytes"]
+    budgets = [(u, Budget(size=round(totals(analysis, uniform_choice(analysis, u))["bytes"] / dense_bytes, 4)))
+               for u in DIGITS_UNIFORM]
+    plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
+        analysis, budgets, randoms)
+    test = (x_te.numpy(),)
+
+    def score(cm: Any) -> dict:
+        return {"accuracy": accuracy(run_batched(cm, test, batch=512), y_te)}
+
+    evaluate_plans("digits", graph, calib, plans, score, [x_te[:1].numpy()])
+    return {"plans": plans, "model_ms": analysis.latencies.model_ms, "metrics": ["accuracy"],
+            "sensitivity": {n: t.per_weight for n, t in analysis.traces.items()},
+            "data": {"calibration_images": CALIB_IMAGES, "loss": "kl"}}
+
+
+def verdicts(doc: dict) -> list[dict]:
+    """Per model and budget: Hessian plan vs its uniform plan and vs the mean of the random plans, on every
+    metric (strictly better on each); predicted vs measured latency."""
+    out = []
+    for model in ("minilm", "digits"):
+        if model not in doc:
+            continue
+        plans, metrics = doc[model]["plans"], doc[model]["metrics"]
+        for budget in dict.fromkeys(p["budget"] for p in plans if p["kind"] != "dense"):
+            group = [p for p in plans if p["budget"] == budget]
+            hess = next(p for p in group if p["kind"] == "hessian")
+            uni = next(p for p in group if p["kind"].startswith("uniform"))
+            rand = [p for p in group if p["kind"].startswith("random")]
+            mean = {m: float(np.mean([p[m] for p in rand])) for m in metrics} if rand else {}
+            out.append({"model": model, "budget": budget, "uniform": uni["kind"],
+                        "vs_uniform": all(hess[m] > uni[m] for m in metrics),
+                        "vs_random_mean": all(hess[m] > mean[m] for m in metrics) if rand else None,
+                        "hessian": {m: hess[m] for m in metrics}, "uniform_values": {m: uni[m] for m in metrics},
+                        "random_mean": mean, "hessian_ms": hess["measured_ms"], "uniform_ms": uni["measured_ms"]})
+        for p in plans:
+            if p.get("predicted_ms") is not None:
+                p["prediction_error"] = p["predicted_ms"] / p["measured_ms"] - 1
+    return out
+
+
+def write_markdown(doc: dict, path: Path) -> None:
+    lines = [f"# Planner: Hessian plans vs uniform and random plans ({doc['date']}, {doc['machine']})", "",
+             "Generated by `python -m benchmarks.planner`; every plan compiled and evaluated through the deployed "
+             "artifact; latency at batch 1 (median of 50), prediction from per-layer latencies measured in the "
+             "same run.", ""]
+    for model in ("minilm", "digits"):
+        if model not in doc:
+            continue
+        d = doc[model]
+        metrics = d["metrics"]
+        lines += [f"## {model}", "", "| budget | plan | " + " | ".join(metrics) + " | MB | predicted ms | measured ms "
+                  "| pred. error | predicted damage |", "|" + "---|" * (len(metrics) + 7)]
+        for p in d["plans"]:
+            pred = "" if p.get("predicted_ms") is None else f"{p['predicted_ms']:.2f}"
+            err = "" if p.get("prediction_error") is None else f"{100 * p['prediction_error']:+.1f}%"
+            lines.append(f"| {p['budget']} | {p['kind']} | " + " | ".join(f"{p[m]:.4f}" for m in metrics)
+                         + f" | {p['bytes'] / 1e6:.2f} | {pred} | {p['measured_ms']:.2f} | {err} | {p['damage']:.3g} |")
+        if "timings" in d:
+            t = d["timings"]
+            lines += ["", f"analyze (Hessian + latency + candidates): cold cache {t['analyze_cold_s']} s "
+                      f"{t['analyze_cold_phases']}, warm {t['analyze_warm_s']} s; calibration {t['calibration_s']} s. "
+                      f"Hessian layer ranking seed 0 vs 1: Spearman {d['seed_spearman']:.4f}."]
+        lines.append("")
+    lines += ["## Verdicts", "",
+              "| model | budget | vs uniform (strictly better on every metric) | vs mean of random |",
+              "|---|---|---|---|"]
+    for v in doc["verdicts"]:
+        lines.append(f"| {v['model']} | {v['budget']} ({v['uniform']}) | {'holds' if v['vs_uniform'] else 'DOES NOT'}"
+                     f" | {'holds' if v['vs_random_mean'] else 'DOES NOT'} |")
+    errs = [abs(p["prediction_error"]) for m in ("minilm", "digits") if m in doc for p in doc[m]["plans"]
+            if p.get("prediction_error") is not None and m == "minilm"]
+    if errs:
+        lines += ["", f"MiniLM predicted vs measured end-to-end latency: max |error| {100 * max(errs):.1f}% "
+                  f"(target {100 * TOLERANCE:.0f}%)."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in ("minilm", "digits") if m in doc]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        d = doc[model]
+        metric = d["metrics"][0]
+        x_key = "measured_ms" if model == "minilm" else "bytes"
+        for kind, style in (("hessian", "o-"), ("uniform", "s"), ("random", "x"), ("dense", "*")):
+            pts = sorted((p[x_key], p[metric]) for p in d["plans"] if p["kind"].startswith(kind))
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, style, label=kind, linestyle="-" if kind == "hessian" else "none")
+        ax.set_xlabel("measured latency, ms (batch 1)" if x_key == "measured_ms" else "weight bytes")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{model}: quality vs {'latency' if x_key == 'measured_ms' else 'size'}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--random", type=int, default=RANDOM_PLANS, help="random plans per budget")
+    ap.add_argument("--no-digits", action="store_true")
+    ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("-o", "--output", default=str(RESULTS), help="results folder")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    doc: dict[str, Any] = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                           "date": time.strftime("%Y-%m-%d"), "code": code_version()}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["SPARSECC_CACHE"] = cache  # cold measurement cache: every latency from this run
+        if not args.no_minilm:
+            doc["minilm"] = minilm(args.random)
+        if not args.no_digits:
+            doc["digits"] = digits(args.random)
+    doc["verdicts"] = verdicts(doc)
+    doc["total_s"] = round(time.perf_counter() - t0, 1)
+    (out / "planner.json").write_text(json.dumps(doc, indent=1))
+    write_markdown(doc, out / "planner.md")
+    plot(doc, out / "planner.png")
+    say(f"done in {doc['total_s']} s -> {out}/planner.{{json,md,png}}")
+    for v in doc["verdicts"]:
+        say(f"{v['model']} {v['budget']}: vs {v['uniform']} {'holds' if v['vs_uniform'] else 'DOES NOT hold'}; "
+            f"vs random mean {'holds' if v['vs_random_mean'] else 'DOES NOT hold'}")
+
+
+if __name__ == "__main__":
+    main()
