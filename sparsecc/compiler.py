@@ -132,7 +132,7 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     ``calibration``: batches (a list of input tuples), one tuple of arrays split into batches, or an ``.npz`` path,
     used by the data-aware methods (GPTQ, SparseGPT, activation-aware SVD); the manifest's ``plan`` lists every
     compressible layer's encoding, bytes and error."""
-    if (budget is not None or max_drop is not None) and compress != "auto":
+    if (budget is not None or max_drop is not None) and not _is_auto(compress):
         raise SparseccError("budget= / max_drop= choose a plan for compress='auto'; an explicit compress spec "
                             f"({compress!r}) has nothing to budget")
     if calibration is not None and compress is None:
@@ -186,7 +186,7 @@ def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget:
     from sparsecc.passes.compress import CompressionSpec, calibrate, compress as run_compress, load_batches, parse_spec
     from sparsecc.ir.verify import verify
 
-    auto = isinstance(compress, str) and compress.strip() == "auto"
+    auto = _is_auto(compress)
     if isinstance(compress, Mapping):  # a plan: node name -> spec
         spec = {node: s if isinstance(s, CompressionSpec) else parse_spec(s) for node, s in compress.items()}
         _check_plan(graph, spec)
@@ -204,11 +204,15 @@ def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget:
     if auto:
         from sparsecc.planner import make_plan, parse_budget
 
-        chosen = make_plan(graph, batches, parse_budget(budget, max_drop), target, calib)
+        chosen = make_plan(graph, batches, parse_budget(budget, max_drop), target, calibration=calib)
         spec = chosen.specs()
     graph, reports = run_compress(graph, spec, calib)
     verify(graph)
     return graph, [r.as_dict() for r in reports], None if chosen is None else chosen.as_dict()
+
+
+def _is_auto(compress: Any) -> bool:
+    return isinstance(compress, str) and compress.strip() == "auto"
 
 
 def _describe(compress: Any) -> str:

@@ -23,13 +23,15 @@ from sparsecc.passes.compress import Calibration, compress, parse_spec
 from sparsecc.passes.compress.apply import LayerReport, input_grid, why_not
 from sparsecc.passes.compress.calibration import LayerStats, compressible_weight
 
+from .refine import OutputDamage
 from .sensitivity import Trace
 
 LADDER = ("int8", "int4-g128", "int4-g64", "int4-g32", "2:4", "2:4+int8", "2:4+int4-g64",
-          "lowrank:0.5", "lowrank:0.25", "lowrank:0.5+int8", "lowrank:0.25+int8", "w8a8")
+          "lowrank:0.5", "lowrank:0.25", "lowrank:0.5+int8@rtn", "lowrank:0.25+int8@rtn", "w8a8")
 """Candidate specs per compressible layer besides ``dense``: weight-only int8/int4 (group-wise), 2:4 alone and
 with int8/int4, two ranks of the low-rank ladder alone and with int8 factors, and W8A8 (when calibrated).
-Each takes its data-aware method (GPTQ, SparseGPT, activation-aware SVD) when the layer has statistics."""
+Each takes its data-aware method (GPTQ, SparseGPT, activation-aware SVD) when the layer has statistics, except
+the factors' int8 (RTN: at 8 bits per channel GPTQ's gain is nil and it was most of the planner's time)."""
 DENSE = "dense"
 
 
@@ -38,10 +40,14 @@ class Candidate:
     spec: str
     bytes: int
     damage: float
-    """Predicted loss increase (see the module docstring)."""
+    """The loss increase the planner uses: ``measured`` when refined, else ``predicted``."""
     sq_error: float
     """``‖W − Ŵ‖²_G``."""
     method: str = ""
+    predicted: float = 0.0
+    """Hessian estimate (see the module docstring)."""
+    measured: float | None = None
+    """Measured loss increase with this layer alone compressed (``refine.py``), when refined."""
 
 
 def layer_graph(graph: Graph, node: Node) -> Graph:
@@ -75,9 +81,11 @@ def eligible(graph: Graph, weights: set[str], calibration: Calibration | None,
 
 
 def evaluate(graph: Graph, traces: dict[str, Trace], calibration: Calibration | None,
-             specs: dict[str, list[str]], progress: Callable[[str], None] | None = None) -> dict[str, list[Candidate]]:
+             specs: dict[str, list[str]], measure: OutputDamage | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, list[Candidate]]:
     """Node name -> a ``Candidate`` (bytes, predicted damage) for each of its ``specs``, each compressed for real
-    by the pass on the layer alone. ``traces`` is keyed by weight name."""
+    by the pass on the layer alone. ``traces`` is keyed by weight name. With ``measure`` (``refine.py``) each
+    candidate's damage is its measured loss increase instead (the Hessian estimate is kept as ``predicted``)."""
     nodes = {n.name: n for n in graph.nodes}
     out: dict[str, list[Candidate]] = {}
     for name, texts in specs.items():
@@ -94,10 +102,12 @@ def evaluate(graph: Graph, traces: dict[str, Trace], calibration: Calibration | 
                 options.append(Candidate(DENSE, int(graph.params[weight].data.nbytes), 0.0, 0.0, "dense"))
                 continue
             spec = parse_spec(text)
-            _, (report,) = compress(one, spec, calib)
+            compressed, (report,) = compress(one, spec, calib)
             sq = _squared_error(report, graph.params[weight].data, stats, spec.activations)
-            options.append(Candidate(text, int(report.bytes), 0.5 * traces[weight].per_weight * sq, sq,
-                                     report.method))
+            predicted = 0.5 * traces[weight].per_weight * sq
+            measured = None if measure is None else measure(name, compressed)
+            options.append(Candidate(text, int(report.bytes), predicted if measured is None else measured, sq,
+                                     report.method, predicted, measured))
         out[name] = options
     return out
 

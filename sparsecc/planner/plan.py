@@ -7,7 +7,8 @@
 2. ``candidates.eligible``: every ladder spec each layer can take;
 3. ``costs.measure_latencies``: each (layer, spec) timed on the target, plus the dense model end to end; a spec
    slower than the dense layer on that target is dropped (compression only where it is faster); the rest are
-   compressed for real by ``candidates.evaluate``: damage ``½ Tr(H)/n ‖W − Ŵ‖²_G`` and bytes;
+   compressed for real by ``candidates.evaluate``: damage ``½ Tr(H)/n ‖W − Ŵ‖²_G`` and bytes, refined by default
+   into the measured loss increase of that layer alone compressed (``refine.py``);
 4. ``solve.solve``: minimize total damage under the budget (or latency under ``max_drop``).
 """
 from __future__ import annotations
@@ -25,12 +26,15 @@ from sparsecc.passes.compress.calibration import compressible_weight
 
 from .budget import Budget
 from .candidates import DENSE, LADDER, Candidate, eligible, evaluate
+from .refine import OutputDamage
 from .costs import Latencies, measure_latencies
 from .sensitivity import Trace, hessian_traces
 from .solve import solve
 
 HESSIAN_ROWS = 4
-"""Calibration rows per Hessian-vector product (MiniLM seq 128: about 0.9 s each on 2 cores)."""
+"""Calibration rows per Hessian probe (MiniLM seq 128: about 0.4 s each on 2 cores)."""
+REFINE_ROWS = 4
+"""Calibration rows the measured damage of every candidate is computed on (``refine.py``)."""
 
 
 @dataclass
@@ -98,27 +102,33 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
             calibration: Calibration | None = None, loss: str = "mse", labels: Sequence[Any] | None = None,
             ladder: Sequence[str] = LADDER, table: Any = None, example: Sequence[np.ndarray] | None = None,
             seed: int = 0, max_probes: int = 16, need_latency: bool = False, only_faster: bool = True,
-            progress: bool = True) -> Analysis:
+            refine: bool = True, progress: bool = True) -> Analysis:
     """Steps 1-3 of the module docstring for a canonical ``graph``. ``batches``: calibration batches (lists of
     input arrays); ``labels`` (``loss="ce"``): one class per calibration row; ``example``: the inputs latency
     is measured at (default: the first row of the first batch, i.e. batch 1). ``table``: a ``LatencyTable``
     (default: this machine's, for ``target``; a target this machine cannot run is planned by bytes unless
     ``need_latency``, which then raises). ``only_faster``: evaluate only the specs faster than the dense layer
-    (all a latency-bound plan may use); False also evaluates slower ones, for size-only budgets."""
+    (all a latency-bound plan may use); False also evaluates slower ones, for size-only budgets. ``refine``:
+    each candidate's damage is measured (``refine.py``: the loss with that layer alone compressed, on
+    ``REFINE_ROWS`` calibration rows) rather than taken from the Hessian estimate, which stays in the plan."""
     from rich.progress import Progress
 
     calibration = calibration if calibration is not None else calibrate(graph, batches)
     hessian_batches = _rebatch(graph, batches, HESSIAN_ROWS)
+    refine_batches = _rebatch(graph, batches, REFINE_ROWS)[:1]
+    hessian_labels = refine_labels = None
     if labels is not None:  # one class per calibration row, cut like the inputs
-        labels = np.concatenate([np.asarray(x).reshape(-1) for x in labels]) if not np.isscalar(labels[0]) \
+        rows = np.concatenate([np.asarray(x).reshape(-1) for x in labels]) if not np.isscalar(labels[0]) \
             else np.asarray(labels)
         starts = np.cumsum([0] + [len(b[0]) for b in hessian_batches])
-        labels = [labels[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        hessian_labels = [rows[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        refine_labels = [rows[:len(refine_batches[0][0])]]
     example = list(example) if example is not None else _first_row(graph, batches)
     clock = _Clock()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("Hessian traces", total=max_probes)
-        traces = hessian_traces(graph, hessian_batches, loss=loss, labels=labels, seed=seed, max_probes=max_probes,
+        traces = hessian_traces(graph, hessian_batches, loss=loss, labels=hessian_labels, seed=seed,
+                                max_probes=max_probes,
                                 progress=lambda n, err: bar.update(task, completed=n,
                                                                    description=f"Hessian traces (rel. err {err:.2f})"))
     clock.lap("sensitivity")
@@ -127,9 +137,10 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
     clock.lap("latency")
     wanted = {node: [s for s in texts if not only_faster or _faster(latencies, node, s)]
               for node, texts in specs.items()}
+    measure = OutputDamage(graph, refine_batches, loss, refine_labels) if refine else None
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("candidates", total=len(wanted))
-        candidates = evaluate(graph, traces, calibration, wanted,
+        candidates = evaluate(graph, traces, calibration, wanted, measure,
                               progress=lambda name: bar.update(task, advance=1, description=f"candidates: {name}"))
     clock.lap("candidates")
     return Analysis(graph, traces, specs, latencies, candidates, [list(a.shape) for a in example], clock.laps)
@@ -173,6 +184,8 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
     t0 = time.perf_counter()
     graph, specs, candidates = analysis.graph, analysis.specs, analysis.candidates
     traces, latencies = analysis.traces, analysis.latencies
+    if budget.latency is None and budget.size is None and budget.max_drop is None:
+        raise SparseccError("a plan needs a budget: latency=, size= and/or max_drop (see parse_budget)")
     if budget.latency is not None and latencies is None:
         raise SparseccError("a latency budget needs layer latencies measured on the target; this analysis has none")
     candidates = {node: [c for c in cands if not budget.latency_bound or _faster(latencies, node, c.spec)]
@@ -202,7 +215,8 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
         for spec in specs[node]:
             c = by_spec.get(spec)
             considered.append({"spec": spec, "ms": ms[spec] if ms else None, "kept": c is not None,
-                               **({"method": c.method, "damage": c.damage, "bytes": c.bytes} if c else {})})
+                               **({"method": c.method, "damage": c.damage, "predicted": c.predicted,
+                                   "measured": c.measured, "bytes": c.bytes} if c else {})})
         layers.append(LayerChoice(node, weight, chosen.spec, traces[weight].per_weight, chosen.damage, chosen.bytes,
                                   cands[0].bytes, ms[chosen.spec] if ms else None, ms[DENSE] if ms else None,
                                   considered))

@@ -25,12 +25,29 @@ def solve(options: Sequence[Sequence[Mapping[str, float]]], objective: str,
     for i, size in enumerate(sizes):
         rows[i, start:start + size] = 1
         start += size
-    constraints = [LinearConstraint(rows, 1, 1)]
+    costs = {metric: np.array([opt[metric] for opt in flat], dtype=np.float64) for metric in caps}
+    upper = np.ones(n)
     for metric, cap in caps.items():
-        constraints.append(LinearConstraint(np.array([[opt[metric] for opt in flat]]), -np.inf, cap))
-    c = np.array([opt[objective] for opt in flat])
-    result = milp(c, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, 1))
-    if result.status != 0 or result.x is None:
+        upper[costs[metric] > cap] = 0  # an option that alone exceeds a cap can never be part of a plan
+    c = np.array([opt[objective] for opt in flat], dtype=np.float64)
+    c = c / max(float(np.abs(c).max()), 1e-300)
+    margin = dict.fromkeys(caps, 0.0)
+    for _ in range(4):  # HiGHS allows ~1e-6 of violation: rows are scaled to order 1, and re-checked below
+        constraints = [LinearConstraint(rows, 1, 1)]
+        for metric, cap in caps.items():
+            scale = max(float(np.abs(costs[metric]).max()), abs(cap), 1e-300)
+            constraints.append(LinearConstraint(costs[metric][None] / scale, -np.inf, (cap - margin[metric]) / scale))
+        result = milp(c, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, upper))
+        if result.status != 0 or result.x is None:
+            break
+        x = np.rint(result.x)
+        over = {m: float(costs[m] @ x) - cap for m, cap in caps.items() if float(costs[m] @ x) > cap}
+        if not over:
+            break
+        for m, excess in over.items():
+            margin[m] += 2 * excess
+    if result.status != 0 or result.x is None or any(float(costs[m] @ np.rint(result.x)) > cap
+                                                    for m, cap in caps.items()):
         floors = {m: sum(min(opt[m] for opt in layer) for layer in options) for m in caps}
         detail = "; ".join(f"{m} at most {caps[m]:.6g} asked, at least {floors[m]:.6g} reachable" for m in caps)
         raise SparseccError(f"no plan fits the budget ({detail}): {result.message}")
