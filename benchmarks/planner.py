@@ -6,7 +6,8 @@
 Per model, one analysis (``sparsecc.planner.analyze``: Hessian traces, candidates, latencies measured on this
 CPU with a fresh cache, so every number is from this run), then for each budget:
 
-* the **Hessian plan** ``choose(analysis, budget)``;
+* the **Hessian plan** ``choose(analysis, budget)`` (the default: Hessian traces, damages refined by measuring
+  each candidate alone), and the **Hessian-only** plan (damages from the HAWQ-form estimate alone);
 * the **uniform plan** the budget is taken from: one spec on every layer that can take it (MiniLM: latency
   budgets equal to the predicted latency of uniform w8a8 / lowrank:0.5 / lowrank:0.25; digits: size budgets
   equal to the bytes of uniform int8 / int4-g32 / 2:4+int8 / 2:4+int4-g64 / lowrank:0.25+int8), so the uniform plan
@@ -77,14 +78,25 @@ def random_analysis(analysis: Any, seed: int) -> Any:
     return shuffled
 
 
+def hessian_only(analysis: Any) -> Any:
+    """A copy of ``analysis`` whose candidates' damages are the Hessian estimates alone (no measured refinement)."""
+    unrefined = copy.copy(analysis)
+    unrefined.candidates = {node: [dataclasses.replace(c, damage=c.predicted) for c in cands]
+                            for node, cands in analysis.candidates.items()}
+    return unrefined
+
+
 def plans_for(analysis: Any, budgets: list[tuple[str, Any]], randoms: int) -> list[dict]:
-    """(budget name, Budget) -> the Hessian, uniform and random plans to evaluate."""
+    """(budget name, Budget) -> the Hessian (default: refined; and Hessian estimate only), uniform and random
+    plans to evaluate."""
     from sparsecc.planner import choose
 
     out = []
     for uniform, budget in budgets:
         hessian = {c.node: c.spec for c in choose(analysis, budget).layers if c.spec != "dense"}
         out.append({"budget": str(budget), "kind": "hessian", "choice": hessian})
+        pure = {c.node: c.spec for c in choose(hessian_only(analysis), budget).layers if c.spec != "dense"}
+        out.append({"budget": str(budget), "kind": "hessian-only", "choice": pure})
         out.append({"budget": str(budget), "kind": f"uniform {uniform}", "choice": uniform_choice(analysis, uniform)})
         for seed in range(randoms):
             pick = choose(random_analysis(analysis, seed), budget)
@@ -291,8 +303,10 @@ def plot(doc: dict, path: Path) -> None:
         d = doc[model]
         metric = d["metrics"][0]
         x_key = "measured_ms" if model == "minilm" else "bytes"
-        for kind, style in (("hessian", "o-"), ("uniform", "s"), ("random", "x"), ("dense", "*")):
-            pts = sorted((p[x_key], p[metric]) for p in d["plans"] if p["kind"].startswith(kind))
+        for kind, style in (("hessian", "o-"), ("hessian-only", "^"), ("uniform", "s"), ("random", "x"),
+                            ("dense", "*")):
+            pts = sorted((p[x_key], p[metric]) for p in d["plans"]
+                         if p["kind"] == kind or p["kind"].startswith(kind + " "))
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, style, label=kind, linestyle="-" if kind == "hessian" else "none")
