@@ -26,6 +26,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import platform
 import tempfile
@@ -49,6 +50,11 @@ TOLERANCE = 0.15
 
 def say(msg: str) -> None:
     print(f"[planner] {msg}", flush=True)
+
+
+def round_up(fraction: float) -> float:
+    """A budget fraction to 4 decimals, rounded up so that the uniform plan it comes from still fits."""
+    return math.ceil(fraction * 1e4) / 1e4
 
 
 def uniform_choice(analysis: Any, spec: str) -> dict[str, str]:
@@ -173,8 +179,8 @@ def minilm(randoms: int) -> dict:
                           [other[n].per_weight for n in names]).correlation)
     say(f"minilm: Hessian layer ranking, seed 0 vs seed 1: Spearman {rho:.4f}")
     lat = analysis.latencies
-    budgets = [(u, Budget(latency=round(totals(analysis, uniform_choice(analysis, u))["predicted_ms"]
-                                        / lat.model_ms, 4))) for u in MINILM_UNIFORM]
+    budgets = [(u, Budget(latency=round_up(totals(analysis, uniform_choice(analysis, u))["predicted_ms"]
+                                           / lat.model_ms))) for u in MINILM_UNIFORM]
     plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
         analysis, budgets, randoms)
     folds = KFold(5, shuffle=True, random_state=0)
@@ -214,7 +220,7 @@ def digits(randoms: int) -> dict:
     calib = calibrate(graph, batches)
     analysis = analyze(graph, batches, "x86", calibration=calib, loss="kl", only_faster=False)
     dense_bytes = totals(analysis, {})["bytes"]
-    budgets = [(u, Budget(size=round(totals(analysis, uniform_choice(analysis, u))["bytes"] / dense_bytes, 4)))
+    budgets = [(u, Budget(size=round_up(totals(analysis, uniform_choice(analysis, u))["bytes"] / dense_bytes)))
                for u in DIGITS_UNIFORM]
     plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
         analysis, budgets, randoms)
