@@ -61,6 +61,9 @@ SPEED_IRRELEVANT_META = frozenset({"layout"})
 measurement runs too, so a key is the same before and after that stage."""
 
 SEED = 0
+MODEL_BUDGET_S = 2.0
+"""Timed seconds for a whole model (a layer gets ``budget_s``): about 100 calls of a 20 ms model, since the
+planner's budget is a fraction of this number."""
 BACKEND_DIR = Path(__file__).resolve().parent
 
 Frozen = tuple[tuple[str, Any], ...]
@@ -396,11 +399,11 @@ class LatencyTable:
             json.dump({"context": self.context, "entries": self.entries}, f, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
 
-    def _time(self, graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
+    def _time(self, graph: Graph, arrays: Sequence[np.ndarray], budget_s: float | None = None) -> dict[str, Any]:
         if self.measure_fn is not None:
             times = list(self.measure_fn(graph, arrays))
         elif runs_here(self.target):
-            times = LocalMeasurer(self.target, self.budget_s)(graph, arrays)
+            times = LocalMeasurer(self.target, budget_s or self.budget_s)(graph, arrays)
         else:
             name = target_name(self.target)
             raise SparseccError(
@@ -428,12 +431,18 @@ class LatencyTable:
             self._save()
         return entry["ms"]
 
-    def measure_model(self, graph: Graph, arrays: Sequence[np.ndarray]) -> float:
+    def measure_model(self, graph: Graph | Callable[[], Graph], arrays: Sequence[np.ndarray],
+                      key: str | None = None) -> float:
         """Median ms of one call of the whole ``graph`` on ``arrays`` (not minus the empty call: this is what a
-        user's call costs), cached under its structure (ops, attrs, shapes, encodings; not the weights' values)."""
-        key = "model:" + structure_id(graph, arrays)
+        user's call costs), cached under its structure (ops, attrs, shapes, encodings; not the weights' values),
+        or under ``key`` when given: then ``graph`` may be a function making it, called only if not cached."""
+        if key is None:
+            if callable(graph):
+                raise ValueError("measure_model(graph_fn, ...) needs key=: the function is only called on a miss")
+            key = structure_id(graph, arrays)
+        key = "model:" + key
         if key not in self.entries:
-            self.entries[key] = self._time(graph, arrays)
+            self.entries[key] = self._time(graph() if callable(graph) else graph, arrays, MODEL_BUDGET_S)
             self._save()
         return self.entries[key]["median_ms"]
 

@@ -133,7 +133,7 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
                                                                    description=f"Hessian traces (rel. err {err:.2f})"))
     clock.lap("sensitivity")
     specs = eligible(graph, set(traces), calibration, tuple(ladder))
-    latencies = _latencies(graph, specs, need_latency, target, table, example, progress)
+    latencies = _latencies(graph, specs, need_latency, target, table, example, calibration, progress)
     clock.lap("latency")
     wanted = {node: [s for s in texts if not only_faster or _faster(latencies, node, s)]
               for node, texts in specs.items()}
@@ -163,7 +163,7 @@ def _faster(latencies: Latencies | None, node: str, spec: str) -> bool:
 
 
 def _latencies(graph: Graph, specs: dict[str, list[str]], need_latency: bool, target: Any, table: Any,
-               example: Sequence[np.ndarray], progress: bool) -> Latencies | None:
+               example: Sequence[np.ndarray], calibration: Calibration | None, progress: bool) -> Latencies | None:
     from sparsecc.backends.tvm.layer_latency import LatencyTable, runs_here
 
     if table is None:
@@ -174,7 +174,7 @@ def _latencies(graph: Graph, specs: dict[str, list[str]], need_latency: bool, ta
                                     "RPC), or use a size= budget")
             return None
         table = LatencyTable(target)
-    return measure_latencies(graph, specs, example, table, progress)
+    return measure_latencies(graph, specs, example, table, calibration, progress)
 
 
 def choose(analysis: Analysis, budget: Budget) -> Plan:
