@@ -21,8 +21,8 @@ from sparsecc.models.digits import accuracy, digits_data
 from sparsecc.passes.compress import CompressionSpec, calibrate, compress, load_batches, parse_spec
 from sparsecc.passes.compress.calibration import compressible_weight
 from sparsecc.passes.pipeline import canonicalize
-from sparsecc.planner import Budget, analyze, choose, make_plan, parse_budget
-from sparsecc.planner.candidates import DENSE, eligible, evaluate, layer_graph
+from sparsecc.planner import Analysis, Budget, analyze, choose, make_plan, parse_budget
+from sparsecc.planner.candidates import DENSE, Candidate, eligible, evaluate, layer_graph
 from sparsecc.planner.costs import Latencies
 from sparsecc.planner.sensitivity import Trace, hessian_traces, layer_weights
 from sparsecc.planner.solve import solve
@@ -388,6 +388,25 @@ def test_fake_latencies_follow_bytes(digits_analysis, digits_graph):
     total = sum(p.data.nbytes for p in digits_graph.params.values())
     assert lat.model_ms == pytest.approx(1e-5 * total + 0.01)
     assert lat.rest_ms > 0
+
+
+def test_two_point_latency_line_and_its_budget():
+    """Layers alone (weights in cache) vs inside the model: the prediction is the line through the measured dense
+    and fastest models, and a latency budget caps that prediction (not the raw sum of layer times)."""
+    lat = Latencies({"fc1": {DENSE: 2.0, "int8": 1.0}, "fc2": {DENSE: 2.0, "int8": 0.5}}, model_ms=10.0,
+                    fastest_ms=5.0, fastest={"fc1": "int8", "fc2": "int8"})
+    assert lat.scale == pytest.approx(2.0) and lat.rest_ms == pytest.approx(2.0)
+    assert lat.predict({}) == pytest.approx(10.0) and lat.predict(lat.fastest) == pytest.approx(5.0)
+    assert lat.predict({"fc1": "int8"}) == pytest.approx(8.0) and lat.predict({"fc2": "int8"}) == pytest.approx(7.0)
+    g = tiny_graph()
+    cands = {"fc1": [Candidate(DENSE, 120, 0.0, 0.0), Candidate("int8", 30, 1.0, 0.0)],
+             "fc2": [Candidate(DENSE, 60, 0.0, 0.0), Candidate("int8", 15, 2.0, 0.0)]}
+    an = Analysis(g, {"w1": Trace(1.0, 0.0, 1, 30), "w2": Trace(1.0, 0.0, 1, 15)},
+                  {n: [c.spec for c in cs] for n, cs in cands.items()}, lat, cands, [[1, 6]], {})
+    plan = choose(an, Budget(latency=0.75))  # 7.5 ms: fc1 alone (8 ms) does not fit although it damages less
+    assert {c.node: c.spec for c in plan.layers} == {"fc1": DENSE, "fc2": "int8"}
+    assert plan.predicted_ms == pytest.approx(7.0)
+    assert Latencies(lat.layers, 10.0, fastest_ms=12.0, fastest=lat.fastest).scale == 1.0  # slope < 0: no line
 
 
 def test_latency_budgets(digits_analysis):

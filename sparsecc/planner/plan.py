@@ -194,7 +194,7 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
                  else 0.0} for c in cands] for node, cands in candidates.items()]
     caps: dict[str, float] = {}
     if budget.latency is not None:
-        caps["ms"] = budget.latency * latencies.model_ms - latencies.rest_ms
+        caps["ms"] = (budget.latency * latencies.model_ms - latencies.rest_ms) / latencies.scale
     if budget.size is not None:
         caps["bytes"] = budget.size * sum(c[0].bytes for c in candidates.values())
     if budget.latency is None and budget.size is None:
