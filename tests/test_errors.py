@@ -125,11 +125,18 @@ def test_truncated_artifact(artifact, tmp_path):
         sparsecc.load(bad)
 
 
-def test_budgeted_compression_is_refused_until_implemented(tmp_path):
-    """The planner (compress='auto', budget=...) does not exist yet: refused, never silently ignored."""
-    for kwargs in ({"compress": "auto"}, {"compress": "int8", "budget": "latency=0.5"}):
-        with pytest.raises(sparsecc.SparseccError, match="not implemented"):
-            sparsecc.compile(str(small_onnx(tmp_path / "m.onnx")), **kwargs)
+def test_budget_errors_name_the_problem(tmp_path):
+    """compress='auto' needs calibration and a budget; a budget with an explicit scheme is refused, never ignored;
+    a malformed budget names its field."""
+    model = str(small_onnx(tmp_path / "m.onnx"))
+    cases = [({"compress": "auto"}, "needs calibration data"),
+             ({"compress": "int8", "budget": "latency=0.5"}, "nothing to budget"),
+             ({"compress": "auto", "calibration": [(np.ones((2, 3), np.float32),)]}, "needs a budget"),
+             ({"compress": "auto", "budget": "speed=2", "calibration": [(np.ones((2, 3), np.float32),)]},
+              "expected latency=FRACTION")]
+    for kwargs, message in cases:
+        with pytest.raises(sparsecc.SparseccError, match=message):
+            sparsecc.compile(model, **kwargs)
 
 
 def test_bad_compress_spec_names_the_stage(tmp_path):
