@@ -36,8 +36,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .quality import (CALIB_IMAGES, CALIB_SENTENCES, SEQ, code_version, load_calibration_sentences, load_polarity,
-                      load_wordsim, run_batched)
+from .quality import CALIB_IMAGES, CALIB_SENTENCES, SEQ, MinilmScore, code_version, load_calibration_sentences, \
+    run_batched
 from .run import RESULTS
 
 MINILM_UNIFORM = ("w8a8", "lowrank:0.5+int8@rtn", "lowrank:0.5", "lowrank:0.25+int8@rtn")
@@ -148,8 +148,6 @@ def evaluate_plans(name: str, graph: Any, calib: Any, plans: list[dict], score: 
 
 def minilm(randoms: int) -> dict:
     from scipy.stats import spearmanr
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import KFold, cross_val_score
 
     from sparsecc.compiler import capture
     from sparsecc.models.minilm import Tokenizer, load_minilm
@@ -159,14 +157,9 @@ def minilm(randoms: int) -> dict:
     from sparsecc.planner.sensitivity import hessian_traces
     from sparsecc.planner.plan import HESSIAN_ROWS, _rebatch
 
-    model, tok = load_minilm(), Tokenizer(SEQ)
-    pairs = load_wordsim()
-    words = sorted({w for a, b, _ in pairs for w in (a, b)})
-    texts, labels = load_polarity()
-    word_in = tuple(t.numpy() for t in tok(words))
-    pol_in = tuple(t.numpy() for t in tok(texts))
+    model, tok, score = load_minilm(), Tokenizer(SEQ), MinilmScore()
     batch = torch.export.Dim("batch", max=1024)
-    ids, mask = (torch.from_numpy(a[:2]) for a in pol_in)
+    ids, mask = (torch.from_numpy(a[:2]) for a in score.pol_in)
     graph = canonicalize()(capture(model, (ids, mask), dynamic_shapes={"input_ids": {0: batch},
                                                                       "attention_mask": {0: batch}}))
     calib_data = tuple(t.numpy() for t in tok(load_calibration_sentences(CALIB_SENTENCES)))
@@ -194,22 +187,7 @@ def minilm(randoms: int) -> dict:
                                            / lat.model_ms))) for u in MINILM_UNIFORM]
     plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
         analysis, budgets, randoms)
-    folds = KFold(5, shuffle=True, random_state=0)
-    dense_pol: list[np.ndarray] = []
-
-    def score(cm: Any) -> dict:
-        index = dict(zip(words, run_batched(cm, word_in)))
-        sims = [float(index[a] @ index[b]) for a, b, _ in pairs]
-        emb = run_batched(cm, pol_in)
-        if not dense_pol:
-            dense_pol.append(emb)
-        acc = cross_val_score(LogisticRegression(max_iter=1000), emb, labels, cv=folds).mean()
-        cos = (emb * dense_pol[0]).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(dense_pol[0], axis=1)
-        return {"wordsim": float(spearmanr(sims, [s for _, _, s in pairs]).correlation),
-                "polarity_acc": float(acc), "cos_to_dense": float(cos.mean())}
-
-    example = [a[:1] for a in pol_in]
-    evaluate_plans("minilm", graph, calib, plans, score, example)
+    evaluate_plans("minilm", graph, calib, plans, score, [a[:1] for a in score.pol_in])
     sens = {n: analysis.traces[n].per_weight for n in names}
     return {"plans": plans, "timings": timings, "layers": layer_names(analysis), "seed_spearman": rho,
             "model_ms": lat.model_ms,

@@ -201,46 +201,61 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+class MinilmScore:
+    """MiniLM's quality metrics through a compiled model: WordSim-353 rho (each word embedded as a sentence,
+    cosine similarity), polarity accuracy (5-fold logistic regression on the embeddings) and cosine to the dense
+    embeddings of the polarity sentences (the first model scored is the reference: score dense first)."""
+
+    def __init__(self) -> None:
+        from sklearn.model_selection import KFold
+
+        from sparsecc.models.minilm import Tokenizer
+
+        tok = Tokenizer(SEQ)
+        self.pairs = load_wordsim()
+        self.words = sorted({w for a, b, _ in self.pairs for w in (a, b)})
+        texts, self.labels = load_polarity()
+        self.word_in = tuple(t.numpy() for t in tok(self.words))
+        self.pol_in = tuple(t.numpy() for t in tok(texts))
+        self.folds = KFold(5, shuffle=True, random_state=0)
+        self.dense: np.ndarray | None = None
+
+    def __call__(self, cm: Any) -> dict:
+        from scipy.stats import spearmanr
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_score
+
+        index = dict(zip(self.words, run_batched(cm, self.word_in)))
+        sims = [float(index[a] @ index[b]) for a, b, _ in self.pairs]
+        emb = run_batched(cm, self.pol_in)
+        if self.dense is None:
+            self.dense = emb
+        acc = cross_val_score(LogisticRegression(max_iter=1000), emb, self.labels, cv=self.folds).mean()
+        cos = (emb * self.dense).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(self.dense, axis=1)
+        return {"wordsim": float(spearmanr(sims, [s for _, _, s in self.pairs]).correlation),
+                "polarity_acc": float(acc), "cos_to_dense": float(cos.mean()), "min_cos_to_dense": float(cos.min())}
+
+
 def minilm_quality(specs: list[str]) -> dict:
     """WordSim-353 rho, polarity accuracy and cosine to dense for every spec, through the deployed artifact."""
-    from scipy.stats import spearmanr
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import KFold, cross_val_score
-
     from sparsecc.models.minilm import Tokenizer, load_minilm
 
-    model, tok = load_minilm(), Tokenizer(SEQ)
-    pairs = load_wordsim()
-    words = sorted({w for a, b, _ in pairs for w in (a, b)})
-    texts, labels = load_polarity()
-    calib = tuple(t.numpy() for t in tok(load_calibration_sentences(CALIB_SENTENCES)))
-    word_in = tuple(t.numpy() for t in tok(words))
-    pol_in = tuple(t.numpy() for t in tok(texts))
-    say(f"minilm: {len(pairs)} WordSim pairs ({len(words)} words), {len(texts)} polarity sentences, "
-        f"calibration {calib[0].shape[0]} Lee sentences, seq {SEQ}")
-    ids, mask = (torch.from_numpy(a[:2]) for a in pol_in)
+    model, metrics = load_minilm(), MinilmScore()
+    calib = tuple(t.numpy() for t in Tokenizer(SEQ)(load_calibration_sentences(CALIB_SENTENCES)))
+    say(f"minilm: {len(metrics.pairs)} WordSim pairs ({len(metrics.words)} words), {len(metrics.labels)} polarity "
+        f"sentences, calibration {calib[0].shape[0]} Lee sentences, seq {SEQ}")
+    ids, mask = (torch.from_numpy(a[:2]) for a in metrics.pol_in)
     batch = torch.export.Dim("batch", max=1024)
     dyn = {"input_ids": {0: batch}, "attention_mask": {0: batch}}
-    folds = KFold(5, shuffle=True, random_state=0)
-    dense_pol: list[np.ndarray] = []
 
     def score(cm: Any) -> dict:
-        index = dict(zip(words, run_batched(cm, word_in)))
-        sims = [float(index[a] @ index[b]) for a, b, _ in pairs]
-        emb = run_batched(cm, pol_in)
-        if not dense_pol:
-            dense_pol.append(emb)
-        acc = cross_val_score(LogisticRegression(max_iter=1000), emb, labels, cv=folds).mean()
-        cos = (emb * dense_pol[0]).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(dense_pol[0], axis=1)
-        return {"wordsim": float(spearmanr(sims, [s for _, _, s in pairs]).correlation),
-                "polarity_acc": float(acc), "cos_to_dense": float(cos.mean()), "min_cos_to_dense": float(cos.min()),
-                "max_rel_diff_interp": interpreter_diff(cm, tuple(a[:8] for a in pol_in))}
+        return {**metrics(cm), "max_rel_diff_interp": interpreter_diff(cm, tuple(a[:8] for a in metrics.pol_in))}
 
     if "dense" not in specs:
         specs = ["dense"] + specs  # the cosine reference
     with reuse_calibration() as calib_stats:
         rows = evaluate_all("minilm", specs, lambda s: compile_encoding(model, (ids, mask), dyn, s, calib), score)
-    data = {"wordsim_pairs": len(pairs), "words": len(words), "polarity": len(texts),
+    data = {"wordsim_pairs": len(metrics.pairs), "words": len(metrics.words), "polarity": len(metrics.labels),
             "calibration_sentences": int(calib[0].shape[0]), "seq": SEQ}
     return {"rows": rows, "calibration": calib_stats, "data": data}
 
