@@ -636,3 +636,18 @@ def test_plan_with_real_x86_latencies(digits_graph, digits_batches, digits_calib
     fastest = choose(an, parse_budget(None, 1e-3))
     assert fastest.predicted_ms <= lat.model_ms + 1e-9
     assert all(c.ms <= c.dense_ms for c in fastest.layers)  # latency-bound: only faster-than-dense choices
+
+
+def test_torch_compile_backend_takes_auto(fake_latency):
+    """torch.compile(..., backend="sparsecc", options={"compress": "auto", "budget": ..., "calibration": ...})."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32)).eval()
+    calibration = [(torch.randn(8, 64),) for _ in range(4)]
+    compiled = torch.compile(model, backend="sparsecc",
+                             options={"compress": "auto", "budget": "size=0.5", "calibration": calibration})
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        out, ref = compiled(x), model(x)
+    assert fake_latency.calls > 0
+    assert out.shape == ref.shape and not torch.equal(out, ref)  # compressed: close, not identical
+    assert float((out - ref).norm() / ref.norm()) < 0.05
