@@ -26,8 +26,8 @@ from sparsecc.passes.compress.calibration import compressible_weight
 
 from .budget import Budget
 from .candidates import DENSE, LADDER, Candidate, eligible, evaluate
-from .refine import OutputDamage
 from .costs import Latencies, measure_latencies
+from .refine import OutputDamage
 from .sensitivity import Trace, hessian_traces
 from .solve import solve
 
@@ -60,7 +60,8 @@ class Plan:
     objective: str
     layers: list[LayerChoice]
     damage: float
-    """Predicted loss increase of the whole plan (sum over layers)."""
+    """Loss increase of the whole plan: the sum of its layers' damages (measured one layer at a time when
+    refined, else the Hessian estimate)."""
     predicted_ms: float | None
     dense_ms: float | None
     probes: int
@@ -79,8 +80,8 @@ class Plan:
 @dataclass
 class Analysis:
     """Everything a plan is chosen from, for any number of budgets: sensitivities, the specs each layer can
-    take, their latencies on the target (None: not measurable there), and the candidates faster than dense
-    with their damage."""
+    take, their latencies on the target (None: not measurable there), and the evaluated candidates with their
+    damage (only those faster than dense when analysed with ``only_faster``)."""
     graph: Graph
     traces: dict[str, Trace]
     specs: dict[str, list[str]]
