@@ -131,7 +131,11 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     ``compress``: a spec string (``sparsecc.passes.compress.spec``: "int8", "2:4+int4-g128", "lowrank:0.5", ...);
     ``calibration``: batches (a list of input tuples), one tuple of arrays split into batches, or an ``.npz`` path,
     used by the data-aware methods (GPTQ, SparseGPT, activation-aware SVD); the manifest's ``plan`` lists every
-    compressible layer's encoding, bytes and error."""
+    compressible layer's encoding, bytes and error. ``compress`` may also be a per-layer plan ``{node name: spec}``
+    or ``"auto"``: the planner (``sparsecc.planner``, needs calibration) chooses a spec per layer under
+    ``budget`` ("latency=0.5": a fraction of the dense model's latency measured on the target; "size=0.25": of
+    the compressible weights' bytes) and/or ``max_drop`` (bound on the predicted loss increase), and the
+    manifest's ``auto_plan`` records its choice, sensitivities and predicted latency."""
     if (budget is not None or max_drop is not None) and not _is_auto(compress):
         raise SparseccError("budget= / max_drop= choose a plan for compress='auto'; an explicit compress spec "
                             f"({compress!r}) has nothing to budget")
