@@ -158,6 +158,10 @@ def print_auto_plan(auto: dict) -> None:
         head += (f"; predicted latency {auto['predicted_ms']:.2f} ms vs dense {auto['dense_ms']:.2f} ms "
                  f"at inputs {auto['latency_shapes']}")
     print(head + f"; predicted damage {auto['damage']:.3g} ({auto['probes']} Hessian probes)")
+    if auto.get("measured_ms") is not None:
+        measured, dense = auto["measured_ms"], auto["dense_ms"]
+        print(f"  compiled: measured {measured:.2f} ms (predicted {auto['predicted_ms']:.2f}, dense "
+              f"{dense:.2f}){'  WARNING: not faster than dense on this machine' if measured >= dense else ''}")
     if auto["predicted_ms"] is not None and auto["predicted_ms"] > auto["dense_ms"]:
         print(f"  note: this size-budgeted plan is predicted SLOWER than the dense model on this target "
               f"({auto['predicted_ms']:.2f} vs {auto['dense_ms']:.2f} ms); add latency=1 to the budget to forbid that")

@@ -150,9 +150,9 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
         graph = capture(model, example_inputs, input_shapes, dynamic_shapes)
     graph = canonicalize()(graph)
     plan: list[dict[str, Any]] = []
-    auto_plan = None
+    chosen = None
     if compress is not None:
-        graph, plan, auto_plan = compress_graph(graph, compress, calibration, budget, max_drop, target)
+        graph, plan, chosen = compress_graph(graph, compress, calibration, budget, max_drop, target)
     graph = prepare_graph(graph, target)
     db_dir = find_database(target, tuning_db)
     tuned: list[str] = []
@@ -170,23 +170,35 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
         "inputs": [_io(graph, i) for i in graph.inputs],
         "outputs": [_io(graph, o) for o in graph.outputs],
         "plan": plan,
-        **({"auto_plan": auto_plan} if auto_plan else {}),
+        **({"auto_plan": chosen.as_dict()} if chosen is not None else {}),
         "metrics": {"compile_seconds": round(time.perf_counter() - t0, 3), "ops": len(graph.nodes),
                     "param_bytes": int(sum(p.data.nbytes for p in graph.params.values())),
                     "tuned_functions": len(tuned)},
         "tuning": {"database": None if db_dir is None else db_dir.name, "functions": tuned},
     }
-    return CompiledModel(graph, lib_path, manifest)
+    compiled = CompiledModel(graph, lib_path, manifest)
+    if chosen is not None and chosen.predicted_ms is not None and chosen.example is not None:
+        _measure_plan(compiled, chosen.example, manifest["auto_plan"])
+    return compiled
+
+
+def _measure_plan(compiled: CompiledModel, example: Sequence[np.ndarray], auto_plan: dict[str, Any]) -> None:
+    """The compiled plan's latency at the planner's inputs, next to its prediction: ``measured_ms`` in the
+    manifest (the plan was measurable here, so the artifact runs here too)."""
+    from sparsecc.bench import time_fn
+
+    runner = compiled.runner()
+    auto_plan["measured_ms"] = time_fn(lambda: runner(*example), repeat=30, warmup=3)["median_ms"]
 
 
 def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget: str | None = None,
                    max_drop: float | None = None,
-                   target: Any = "x86") -> tuple[Graph, list[dict[str, Any]], dict[str, Any] | None]:
+                   target: Any = "x86") -> tuple[Graph, list[dict[str, Any]], Any]:
     """Runs the compression pass (``passes/compress``) on a canonical graph: parses the spec (``"auto"``: the
     planner chooses one per layer under ``budget`` / ``max_drop``, ``sparsecc.planner``), collects the
     calibration statistics when data is given, and returns the compressed graph, the manifest's ``plan`` (every
-    compressible layer's encoding, bytes and error) and, for ``auto``, its ``auto_plan`` (the choice per layer,
-    its sensitivity and candidates, the predicted latency; else None)."""
+    compressible layer's encoding, bytes and error) and, for ``auto``, the planner's ``Plan`` (the choice per
+    layer, its sensitivity and candidates, the predicted latency; else None)."""
     from sparsecc.passes.compress import CompressionSpec, calibrate, compress as run_compress, load_batches, parse_spec
     from sparsecc.ir.verify import verify
 
@@ -212,7 +224,7 @@ def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget:
         spec = chosen.specs()
     graph, reports = run_compress(graph, spec, calib)
     verify(graph)
-    return graph, [r.as_dict() for r in reports], None if chosen is None else chosen.as_dict()
+    return graph, [r.as_dict() for r in reports], chosen
 
 
 def _is_auto(compress: Any) -> bool:

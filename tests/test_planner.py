@@ -22,7 +22,7 @@ from sparsecc.passes.compress import CompressionSpec, calibrate, compress, load_
 from sparsecc.passes.compress.calibration import compressible_weight
 from sparsecc.passes.pipeline import canonicalize
 from sparsecc.planner import Analysis, Budget, analyze, choose, make_plan, parse_budget
-from sparsecc.planner.candidates import DENSE, Candidate, eligible, evaluate, layer_graph
+from sparsecc.planner.candidates import DENSE, Candidate, eligible, evaluate, layer_graph, refine_top
 from sparsecc.planner.costs import Latencies
 from sparsecc.planner.sensitivity import Trace, hessian_traces, layer_weights
 from sparsecc.planner.solve import solve
@@ -390,6 +390,22 @@ def test_fake_latencies_follow_bytes(digits_analysis, digits_graph):
     assert lat.rest_ms > 0
 
 
+def test_dominated_candidates_are_not_refined_nor_chosen():
+    """refine_top measures only the candidates no other one beats on both cost and predicted damage."""
+    cands = {"fc1": [Candidate(DENSE, 100, 0.0, 0.0, predicted=0.0), Candidate("a", 50, 1.0, 0.0, predicted=1.0),
+                     Candidate("b", 60, 2.0, 0.0, predicted=2.0), Candidate("c", 10, 5.0, 0.0, predicted=5.0)]}
+    measured = []
+
+    def measure(node, layer):
+        measured.append(node)
+        return 7.0
+
+    refine_top(cands, lambda node, c: c.bytes, measure)
+    assert [c.dominated for c in cands["fc1"]] == [False, False, True, False]  # b: a is smaller and damages less
+    assert [c.measured for c in cands["fc1"]] == [None, 7.0, None, 7.0] and len(measured) == 2
+    assert [c.damage for c in cands["fc1"]] == [0.0, 7.0, 2.0, 7.0]
+
+
 def test_two_point_latency_line_and_its_budget():
     """Layers alone (weights in cache) vs inside the model: the prediction is the line through the measured dense
     and fastest models, and a latency budget caps that prediction (not the raw sum of layer times)."""
@@ -428,7 +444,8 @@ def test_latency_budgets(digits_analysis):
             assert c.ms <= c.dense_ms and c.ms == lat.layers[c.node][c.spec]
             kept = {o["spec"]: o["kept"] for o in c.options}
             assert [o["spec"] for o in c.options] == an.specs[c.node]
-            assert kept == {s: not s.startswith("2:4") for s in an.specs[c.node]}
+            dominated = {o["spec"]: o["dominated"] for o in c.options}
+            assert kept == {s: not s.startswith("2:4") and not dominated[s] for s in an.specs[c.node]}
             assert c.spec in kept and kept[c.spec]
         damages.append(plan.damage)
         json.dumps(plan.as_dict())
@@ -448,7 +465,7 @@ def test_size_budgets(digits_analysis):
         assert total <= fraction * dense_bytes
         assert sum(c.dense_bytes for c in plan.layers) == dense_bytes
         # a size-only budget may take slower-than-dense encodings: all stay options
-        assert all(o["kept"] for c in plan.layers for o in c.options)
+        assert all(o["kept"] or o["dominated"] for c in plan.layers for o in c.options)
         assert plan.predicted_ms == pytest.approx(an.latencies.predict({c.node: c.spec for c in plan.layers}))
         specs = plan.specs()
         assert set(specs) == {c.node for c in plan.layers if c.spec != DENSE}
@@ -522,7 +539,7 @@ def test_make_plan_with_a_latency_table(digits_graph, digits_batches, digits_cal
     # only faster-than-dense specs were evaluated (kept); the slower 2:4 ones were measured, not compressed
     for c in plan.layers:
         for o in c.options:
-            assert o["kept"] == (not o["spec"].startswith("2:4")) and o["ms"] is not None
+            assert o["kept"] == (not o["spec"].startswith("2:4") and not o["dominated"]) and o["ms"] is not None
             assert ("damage" in o) == o["kept"]
     calls = device.calls
     again = make_plan(digits_graph, digits_batches, parse_budget("latency=0.5"), "x86",
@@ -549,6 +566,7 @@ def test_compile_auto_size_budget(digits, train_images, fake_latency):
     auto = cm.manifest["auto_plan"]
     json.dumps(cm.manifest)
     assert auto["budget"] == "size=0.5" and auto["objective"] == "damage"
+    assert auto["measured_ms"] > 0  # the compiled plan timed at the planner's inputs, next to its prediction
     layers = auto["layers"]
     assert len(layers) == 6
     dense_bytes = sum(c["dense_bytes"] for c in layers)

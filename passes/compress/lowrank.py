@@ -7,13 +7,12 @@ best rank-r approximation for those inputs (Eckart-Young) -- never worse than th
 """
 from __future__ import annotations
 
-import collections
-import hashlib
-
 import numpy as np
 import scipy.linalg
 
 from sparsecc.passes.compress.quantize import check_gram
+
+from .memo import remembered
 
 
 def _check_rank(w: np.ndarray, rank: int) -> None:
@@ -21,37 +20,20 @@ def _check_rank(w: np.ndarray, rank: int) -> None:
         raise ValueError(f"rank {rank} of a {w.shape[0]}x{w.shape[1]} weight: need 1 <= rank <= {min(w.shape)}")
 
 
-_SVD_CACHE: collections.OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = collections.OrderedDict()
-_SVD_CACHE_SIZE = 4
-
-
-def _svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``np.linalg.svd(a)`` (thin), remembered for the last few matrices by content: the planner factorizes each
-    layer at several ranks, and this SVD is most of the cost."""
-    key = hashlib.sha256(a.tobytes()).digest() + repr(a.shape).encode()
-    if key in _SVD_CACHE:
-        _SVD_CACHE.move_to_end(key)
-        return _SVD_CACHE[key]
-    result = np.linalg.svd(a, full_matrices=False)
-    _SVD_CACHE[key] = result
-    while len(_SVD_CACHE) > _SVD_CACHE_SIZE:
-        _SVD_CACHE.popitem(last=False)
-    return result
-
-
 def _truncate(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Float64 rank-``rank`` factors of ``w`` with the singular values split evenly (sqrt to each side)."""
     _check_rank(w, rank)
-    u, s, vt = _svd(np.ascontiguousarray(w, np.float64))
+    a = np.ascontiguousarray(w, np.float64)
+    u, s, vt = remembered("svd", (a,), lambda: np.linalg.svd(a, full_matrices=False))
     root = np.sqrt(s[:rank])
     return u[:, :rank] * root, root[:, None] * vt[:rank]
 
 
 def whitener(gram: np.ndarray, damp: float = 1e-6) -> np.ndarray:
     """Lower Cholesky factor ``S`` of ``gram + damp * mean(diag) * I`` (damping keeps dead inputs invertible)."""
-    g = np.asarray(gram, np.float64)
+    g = np.ascontiguousarray(gram, np.float64)
     scale = float(np.mean(np.diag(g))) or 1.0
-    return np.linalg.cholesky(g + damp * scale * np.eye(len(g)))
+    return remembered("whitener", (g,), lambda: np.linalg.cholesky(g + damp * scale * np.eye(len(g))), damp)
 
 
 def svd_factors(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,12 +7,15 @@ min/max grid that contains 0, ``scale = (max - min) / (2^bits - 1)``, ``zero = r
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
 import torch
 
 from sparsecc.ir.encodings import EncodedWeight, QuantSpec
+
+from .memo import remembered
 
 Rule = Callable[[int, Callable[[int], torch.Tensor]], torch.Tensor]
 """A sweep's choice for column ``col``: ``rule(col, ahead)`` returns the column's new value, where ``ahead(width)``
@@ -148,8 +151,13 @@ class LazyGrid:
 def gptq(w: np.ndarray, spec: QuantSpec, gram: np.ndarray, damp: float = 0.01, block: int = 128) -> EncodedWeight:
     """GPTQ: quantizes the columns in order, each rounding error compensated on the later columns so that the
     output error ``trace((W - Q) H (W - Q)^T)`` on the calibration inputs (``gram = X^T X``) stays small.
-    No activation reordering: the codes keep the original column order and contiguous groups."""
+    No activation reordering: the codes keep the original column order and contiguous groups. (Remembered by
+    content: the planner and the final compile quantize the same layers; a copy is returned.)"""
     check_gram(w, gram)
+    return copy.deepcopy(remembered("gptq", (w, gram), lambda: _gptq(w, spec, gram, damp, block), spec, damp, block))
+
+
+def _gptq(w: np.ndarray, spec: QuantSpec, gram: np.ndarray, damp: float, block: int) -> EncodedWeight:
     o, k = w.shape
     groups = spec.groups(k)
     hinv, dead = hessian_factor(gram, damp)

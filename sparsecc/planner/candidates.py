@@ -13,7 +13,7 @@ uniform, variance ``s²/12``) adds ``‖W‖² · (s²/12) / E[x²]`` to the sam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -48,6 +48,11 @@ class Candidate:
     """Hessian estimate (see the module docstring)."""
     measured: float | None = None
     """Measured loss increase with this layer alone compressed (``refine.py``), when refined."""
+    dominated: bool = False
+    """Another candidate of the layer costs no more and is predicted to damage no more: never chosen, and not
+    refined (``refine_top``)."""
+    layer: Graph | None = field(default=None, repr=False, compare=False)
+    """The compressed one-layer graph, until refined."""
 
 
 def layer_graph(graph: Graph, node: Node) -> Graph:
@@ -81,11 +86,9 @@ def eligible(graph: Graph, weights: set[str], calibration: Calibration | None,
 
 
 def evaluate(graph: Graph, traces: dict[str, Trace], calibration: Calibration | None,
-             specs: dict[str, list[str]], measure: OutputDamage | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, list[Candidate]]:
-    """Node name -> a ``Candidate`` (bytes, predicted damage) for each of its ``specs``, each compressed for real
-    by the pass on the layer alone. ``traces`` is keyed by weight name. With ``measure`` (``refine.py``) each
-    candidate's damage is its measured loss increase instead (the Hessian estimate is kept as ``predicted``)."""
+             specs: dict[str, list[str]], progress: Callable[[str], None] | None = None) -> dict[str, list[Candidate]]:
+    """Node name -> a ``Candidate`` (bytes, predicted damage, the compressed layer) for each of its ``specs``,
+    each compressed for real by the pass on the layer alone. ``traces`` is keyed by weight name."""
     nodes = {n.name: n for n in graph.nodes}
     out: dict[str, list[Candidate]] = {}
     for name, texts in specs.items():
@@ -96,6 +99,7 @@ def evaluate(graph: Graph, traces: dict[str, Trace], calibration: Calibration | 
         one = layer_graph(graph, node)
         stats = calibration[weight] if calibration is not None and weight in calibration else None
         calib = None if stats is None else Calibration({weight: stats}, calibration.batches)
+        norms = _norms(graph.params[weight].data, stats)
         options = []
         for text in texts:
             if text == DENSE:
@@ -103,25 +107,46 @@ def evaluate(graph: Graph, traces: dict[str, Trace], calibration: Calibration | 
                 continue
             spec = parse_spec(text)
             compressed, (report,) = compress(one, spec, calib)
-            sq = _squared_error(report, graph.params[weight].data, stats, spec.activations)
+            sq = _squared_error(report, norms, stats, spec.activations)
             predicted = 0.5 * traces[weight].per_weight * sq
-            measured = None if measure is None else measure(name, compressed)
-            options.append(Candidate(text, int(report.bytes), predicted if measured is None else measured, sq,
-                                     report.method, predicted, measured))
+            options.append(Candidate(text, int(report.bytes), predicted, sq, report.method, predicted,
+                                     layer=compressed))
         out[name] = options
     return out
 
 
-def _squared_error(report: LayerReport, weight: np.ndarray, stats: LayerStats | None, w8a8: bool) -> float:
-    """``‖W − Ŵ‖²_G`` from the pass's report (plus W8A8's input rounding; see the module docstring)."""
+def refine_top(candidates: dict[str, list[Candidate]], cost: Callable[[str, Candidate], float],
+               measure: OutputDamage | None, progress: Callable[[str], None] | None = None) -> None:
+    """Marks, per layer, the candidates another one beats on ``cost(node, candidate)`` and predicted damage
+    (``dominated``), then replaces the damage of the others, the top ones, by their measured loss increase
+    (``measure``; none: the Hessian estimate stays). The compressed layers are released."""
+    for node, cands in candidates.items():
+        if progress:
+            progress(node)
+        for c in cands:
+            c.dominated = any(d is not c and cost(node, d) <= cost(node, c) and d.predicted <= c.predicted
+                              and (cost(node, d), d.predicted) != (cost(node, c), c.predicted) for d in cands)
+            if measure is not None and not c.dominated and c.spec != DENSE:
+                c.measured = c.damage = measure(node, c.layer)
+            c.layer = None
+
+
+def _norms(weight: np.ndarray, stats: LayerStats | None) -> tuple[float, float | None]:
+    """``‖W‖²`` and ``tr(W G Wᵀ)`` (None without statistics): the scales the pass's relative errors are of."""
     w = weight.reshape(weight.shape[0], -1).astype(np.float64)
-    norm2 = float(np.sum(w * w))
-    if stats is None or report.output_error is None:
+    return float(np.sum(w * w)), None if stats is None else float(np.sum((w @ stats.gram) * w))
+
+
+def _squared_error(report: LayerReport, norms: tuple[float, float | None], stats: LayerStats | None,
+                   w8a8: bool) -> float:
+    """``‖W − Ŵ‖²_G`` from the pass's report (plus W8A8's input rounding; see the module docstring)."""
+    norm2, weighted = norms
+    if stats is None or report.output_error is None or weighted is None:
         return report.weight_error ** 2 * norm2
     gram = stats.gram
     k = gram.shape[0]
     trace_g = max(float(np.trace(gram)), 1e-30)
-    sq = report.output_error * float(np.sum((w @ gram) * w)) * k / trace_g
+    sq = report.output_error * weighted * k / trace_g
     if w8a8:
         scale, _ = input_grid(stats)
         mean_square = trace_g / (max(stats.rows, 1) * k)

@@ -25,7 +25,7 @@ from sparsecc.passes.compress import Calibration, CompressionSpec, calibrate, pa
 from sparsecc.passes.compress.calibration import compressible_weight
 
 from .budget import Budget
-from .candidates import DENSE, LADDER, Candidate, eligible, evaluate
+from .candidates import DENSE, LADDER, Candidate, eligible, evaluate, refine_top
 from .costs import Latencies, measure_latencies
 from .refine import OutputDamage
 from .sensitivity import Trace, hessian_traces
@@ -68,13 +68,15 @@ class Plan:
     latency_shapes: list[list[int]]
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each phase (sensitivity, latency, candidates, solve)."""
+    example: list[np.ndarray] | None = field(default=None, repr=False)
+    """The inputs latency was measured at (not in ``as_dict``)."""
 
     def specs(self) -> dict[str, CompressionSpec]:
         """Node -> spec for the compression pass (dense layers left out)."""
         return {c.node: parse_spec(c.spec) for c in self.layers if c.spec != DENSE}
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "example"}
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Analysis:
     candidates: dict[str, list[Candidate]]
     latency_shapes: list[list[int]]
     seconds: dict[str, float]
+    example: list[np.ndarray] | None = None
 
 
 def make_plan(graph: Graph, batches: Sequence[Sequence[np.ndarray]], budget: Budget, target: Any = "x86",
@@ -139,12 +142,21 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
     wanted = {node: [s for s in texts if not only_faster or _faster(latencies, node, s)]
               for node, texts in specs.items()}
     measure = OutputDamage(graph, refine_batches, loss, refine_labels) if refine else None
+    by_latency = only_faster and latencies is not None
+
+    def cost(node: str, c: Candidate) -> float:
+        return latencies.layers[node][c.spec] if by_latency else c.bytes
+
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("candidates", total=len(wanted))
-        candidates = evaluate(graph, traces, calibration, wanted, measure,
+        candidates = evaluate(graph, traces, calibration, wanted,
                               progress=lambda name: bar.update(task, advance=1, description=f"candidates: {name}"))
+        task = bar.add_task("measuring the top candidates", total=len(wanted))
+        refine_top(candidates, cost, measure,
+                   progress=lambda name: bar.update(task, advance=1, description=f"refining: {name}"))
     clock.lap("candidates")
-    return Analysis(graph, traces, specs, latencies, candidates, [list(a.shape) for a in example], clock.laps)
+    return Analysis(graph, traces, specs, latencies, candidates, [list(a.shape) for a in example], clock.laps,
+                    example)
 
 
 class _Clock:
@@ -189,7 +201,8 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
         raise SparseccError("a plan needs a budget: latency=, size= and/or max_drop (see parse_budget)")
     if budget.latency is not None and latencies is None:
         raise SparseccError("a latency budget needs layer latencies measured on the target; this analysis has none")
-    candidates = {node: [c for c in cands if not budget.latency_bound or _faster(latencies, node, c.spec)]
+    candidates = {node: [c for c in cands if not c.dominated
+                         and (not budget.latency_bound or _faster(latencies, node, c.spec))]
                   for node, cands in candidates.items()}
     options = [[{"damage": c.damage, "bytes": float(c.bytes), "ms": latencies.layers[node][c.spec] if latencies
                  else 0.0} for c in cands] for node, cands in candidates.items()]
@@ -215,7 +228,9 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
         considered = []
         for spec in specs[node]:
             c = by_spec.get(spec)
+            everything = {d.spec: d for d in analysis.candidates[node]}
             considered.append({"spec": spec, "ms": ms[spec] if ms else None, "kept": c is not None,
+                               "dominated": spec in everything and everything[spec].dominated,
                                **({"method": c.method, "damage": c.damage, "predicted": c.predicted,
                                    "measured": c.measured, "bytes": c.bytes} if c else {})})
         layers.append(LayerChoice(node, weight, chosen.spec, traces[weight].per_weight, chosen.damage, chosen.bytes,
@@ -225,7 +240,7 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
     seconds = {**analysis.seconds, "solve": round(time.perf_counter() - t0, 2)}
     return Plan(str(budget), objective, layers, sum(c.damage for c in layers), predicted,
                 latencies.model_ms if latencies else None, next(iter(traces.values())).probes,
-                analysis.latency_shapes, seconds)
+                analysis.latency_shapes, seconds, analysis.example)
 
 
 def _first_row(graph: Graph, batches: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
