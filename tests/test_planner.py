@@ -661,7 +661,8 @@ def test_torch_compile_backend_takes_auto(fake_latency):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32)).eval()
     calibration = [(torch.randn(8, 64),) for _ in range(4)]
-    compiled = torch.compile(model, backend="sparsecc",
+    torch._dynamo.reset()  # other tests compiled Sequential.forward: dynamo would mark the batch dim dynamic
+    compiled = torch.compile(model, backend="sparsecc", dynamic=False,
                              options={"compress": "auto", "budget": "size=0.5", "calibration": calibration})
     x = torch.randn(8, 64)
     with torch.no_grad():
