@@ -41,7 +41,7 @@ from .quality import CALIB_IMAGES, CALIB_SENTENCES, SEQ, MinilmScore, code_versi
 from .run import RESULTS
 
 MINILM_UNIFORM = ("w8a8", "lowrank:0.5+int8@rtn", "lowrank:0.5", "lowrank:0.25+int8@rtn")
-DIGITS_UNIFORM = ("int8", "int4-g64", "int4-g32", "2:4+int8", "lowrank:0.5")
+DIGITS_UNIFORM = ("int8", "int4-g64", "int4-g32", "2:4+int8", "lowrank:0.5", "lowrank:0.5+int8@rtn", "lowrank:0.25")
 JUDGED = {"minilm": ("wordsim", "cos_to_dense"), "digits": ("accuracy",)}
 """Metrics a verdict is judged on. MiniLM's polarity accuracy (200 sentences, 5-fold logistic regression: one
 sentence is 0.005) is reported next to them but too noisy to judge by (uniform lowrank:0.5 scores 0.785 against
@@ -317,7 +317,7 @@ def plot(doc: dict, path: Path) -> None:
         d = doc[model]
         metric = d["metrics"][0]
         x_key = "measured_ms" if model == "minilm" else "bytes"
-        for kind, style in (("hessian", "o-"), ("hessian-only", "^"), ("uniform", "s"), ("random", "x"),
+        for kind, style in (("hessian", "o"), ("hessian-only", "^"), ("uniform", "s"), ("random", "x"),
                             ("dense", "*")):
             pts = sorted((p[x_key], p[metric]) for p in d["plans"]
                          if p["kind"] == kind or p["kind"].startswith(kind + " "))
