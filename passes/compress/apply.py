@@ -246,8 +246,13 @@ def _factorize(graph: Graph, node: Node, w: np.ndarray, spec: CompressionSpec, g
     del graph.params[orig], graph.types[orig]
     report.bytes = 0
     w_hat = u @ v
+    methods = []
     for factor, gram_f in ((v_name, gram), (u_name, None if gram is None else v @ gram @ v.T)):
-        report.bytes += _encode_factor(graph, factor, spec, gram_f, report)
+        nbytes, method = _encode_factor(graph, factor, spec, gram_f)
+        report.bytes += nbytes
+        methods += [method] if method else []
+    if methods:
+        report.method += ", factors " + "/".join(dict.fromkeys(methods))
     if spec.quant is not None:
         fu = encodings.load(graph, u_name).dense() if encodings.is_compressed(graph, u_name) else u
         fv = encodings.load(graph, v_name).dense() if encodings.is_compressed(graph, v_name) else v
@@ -255,19 +260,17 @@ def _factorize(graph: Graph, node: Node, w: np.ndarray, spec: CompressionSpec, g
     return w_hat
 
 
-def _encode_factor(graph: Graph, name: str, spec: CompressionSpec, gram: np.ndarray | None,
-                   report: LayerReport) -> int:
-    """Quantizes a low-rank factor when the spec quantizes (and the factor fits the grid); returns its bytes."""
+def _encode_factor(graph: Graph, name: str, spec: CompressionSpec, gram: np.ndarray | None) -> tuple[int, str]:
+    """Quantizes a low-rank factor when the spec quantizes (and the factor fits the grid); returns its bytes and
+    the quantization method ('' when it stays float32)."""
     data = graph.params[name].data
     w = data.reshape(data.shape[0], -1)
     if spec.quant is None or _quant_fit(spec.quant, w.shape[1]):
-        return data.nbytes
+        return data.nbytes, ""
     enc, method = _quantize(w, spec, gram)
     enc.shape = tuple(data.shape)
     encodings.store(graph, name, enc)
-    if "factors" not in report.method:
-        report.method += f", factors {method}"
-    return enc.nbytes()
+    return enc.nbytes(), method
 
 
 def _compensate(graph: Graph, node: Node, w: np.ndarray, w_hat: np.ndarray, spec: CompressionSpec,

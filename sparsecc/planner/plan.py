@@ -21,7 +21,7 @@ import numpy as np
 
 from sparsecc.errors import SparseccError
 from sparsecc.ir.graph import Graph
-from sparsecc.passes.compress import Calibration, CompressionSpec, calibrate, parse_spec
+from sparsecc.passes.compress import Calibration, CompressionSpec, calibrate, load_batches, parse_spec
 from sparsecc.passes.compress.calibration import compressible_weight
 
 from .budget import Budget
@@ -253,5 +253,5 @@ def _rebatch(graph: Graph, batches: Sequence[Sequence[np.ndarray]], rows: int) -
     """The calibration data in batches of ``rows`` (inputs whose leading dim is symbolic; others as given)."""
     if not all(graph.types[n].rank and isinstance(graph.types[n].shape[0], str) for n in graph.inputs):
         return [list(b) for b in batches]
-    joined = [np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))]
-    return [[a[i:i + rows] for a in joined] for i in range(0, joined[0].shape[0], rows)]
+    return load_batches(graph, tuple(np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))),
+                        batch_size=rows)

@@ -18,6 +18,8 @@ import torch
 from sparsecc.interpreter import Interpreter
 from sparsecc.ir.graph import Graph
 
+from .sensitivity import loss_value
+
 
 class OutputDamage:
     """``damage(node, compressed one-layer graph)`` -> loss increase over the dense model on ``batches``.
@@ -38,6 +40,8 @@ class OutputDamage:
                 self._run(env, symbols, 0, None)
                 self.runs.append((env, symbols))
         self.reference = [[env[o] for o in graph.outputs] for env, _ in self.runs]
+        self.dense = [self._loss(ref, i) for i, ref in enumerate(self.reference)]
+        """The dense model's own loss per batch (0 for the label-free losses)."""
 
     def _run(self, env: dict[str, Any], symbols: dict[str, int], start: int, swap: tuple[str, Graph] | None) -> None:
         for node in self.graph.nodes[start:]:
@@ -54,23 +58,10 @@ class OutputDamage:
             for i, (dense_env, symbols) in enumerate(self.runs):
                 env = dict(dense_env)
                 self._run(env, symbols, self.index[node], (node, layer))
-                outs = [env[o] for o in self.graph.outputs]
-                total += self._loss(outs, self.reference[i], i) - self._loss(self.reference[i], self.reference[i], i)
+                total += self._loss([env[o] for o in self.graph.outputs], i) - self.dense[i]
         return total / len(self.runs)
 
-    def _loss(self, outs: list[torch.Tensor], reference: list[torch.Tensor], batch: int) -> float:
-        total = 0.0
-        for j, (out, ref) in enumerate(zip(outs, reference)):
-            if not out.is_floating_point():
-                continue
-            if self.loss == "ce":
-                if j == 0:
-                    total += float(torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]),
-                                                                     self.labels[batch]))
-            elif self.loss == "kl":
-                total += float(torch.nn.functional.kl_div(out.log_softmax(-1).reshape(-1, out.shape[-1]),
-                                                          ref.log_softmax(-1).reshape(-1, ref.shape[-1]),
-                                                          log_target=True, reduction="batchmean"))
-            else:
-                total += float(((out - ref) ** 2).mean() / (ref ** 2).mean().clamp_min(1e-30))
-        return total
+    def _loss(self, outs: list[torch.Tensor], batch: int) -> float:
+        floats = [j for j, out in enumerate(outs) if out.is_floating_point()]
+        return float(loss_value(self.loss, [outs[j] for j in floats], [self.reference[batch][j] for j in floats],
+                                None if self.labels is None else self.labels[batch]))

@@ -55,6 +55,23 @@ class Trace:
         return max(self.mean, 0.0) / self.size
 
 
+def loss_value(loss: str, outs: Sequence[torch.Tensor], reference: Sequence[torch.Tensor],
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The sensitivity loss (module docstring) of float outputs ``outs`` against the dense model's ``reference``
+    (``ce``: the first output against ``labels``). The measured damage (``refine.py``) uses the same."""
+    if loss == "ce":
+        return torch.nn.functional.cross_entropy(outs[0].reshape(-1, outs[0].shape[-1]), labels)
+    total = outs[0].new_zeros(())
+    for out, ref in zip(outs, reference):
+        if loss == "kl":
+            total = total + torch.nn.functional.kl_div(out.log_softmax(-1).reshape(-1, out.shape[-1]),
+                                                       ref.log_softmax(-1).reshape(-1, ref.shape[-1]),
+                                                       log_target=True, reduction="batchmean")
+        else:
+            total = total + ((out - ref) ** 2).mean() / (ref ** 2).mean().clamp_min(1e-30)
+    return total
+
+
 def layer_weights(graph: Graph) -> list[str]:
     """Names of the compressible weights of ``graph`` (in node order): the layers the planner decides on."""
     names = [compressible_weight(graph, node) for node in graph.nodes]
@@ -144,8 +161,7 @@ def _hvp_probe(graph: Graph, params: dict[str, torch.Tensor], trainable: dict[st
     target = torch.as_tensor(np.asarray(labels)).long()
 
     def objective(weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = outputs(weights)[0]
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target)
+        return loss_value("ce", outputs(weights), [], target)
 
     def probe() -> dict[str, float]:
         v = {k: torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1 for k, w in trainable.items()}
