@@ -10,6 +10,7 @@ import collections
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,20 @@ def cmd_compile(args: argparse.Namespace) -> None:
     import sparsecc
 
     shapes = input_shapes(args.input)
+    if (args.rpc or args.tracker) and args.compress != "auto":
+        raise SparseccError("--rpc/--tracker are where --compress auto measures latencies; without it compile "
+                            "measures nothing (time the artifact with `sparsecc bench --rpc`)")
+    session = remote_session(args)
+    table = None
+    if session is not None:
+        from sparsecc.backends.tvm.layer_latency import LatencyTable
+        from sparsecc.backends.tvm.remote import RemoteMeasurer, remote_triple
+
+        device = f"{'key ' + args.key if args.key else 'rpc ' + args.rpc} ({remote_triple(session) or 'remote'})"
+        table = LatencyTable(args.target, measure_fn=RemoteMeasurer(session, args.target), device=device)
     cm = sparsecc.compile(args.model, target=args.target, compress=args.compress, budget=args.budget,
-                          max_drop=args.max_drop, calibration=args.calib, input_shapes=shapes or None)
+                          max_drop=args.max_drop, calibration=args.calib, input_shapes=shapes or None,
+                          latency_table=table)
     cm.save(args.output)
     if "auto_plan" in cm.manifest:
         print_auto_plan(cm.manifest["auto_plan"])
@@ -161,7 +174,7 @@ def print_auto_plan(auto: dict) -> None:
     if auto.get("measured_ms") is not None:
         measured, dense = auto["measured_ms"], auto["dense_ms"]
         print(f"  compiled: measured {measured:.2f} ms (predicted {auto['predicted_ms']:.2f}, dense "
-              f"{dense:.2f}){'  WARNING: not faster than dense on this machine' if measured >= dense else ''}")
+              f"{dense:.2f}){'  WARNING: not faster than dense on the target' if measured >= dense else ''}")
     if auto["predicted_ms"] is not None and auto["predicted_ms"] > auto["dense_ms"]:
         print(f"  note: this size-budgeted plan is predicted SLOWER than the dense model on this target "
               f"({auto['predicted_ms']:.2f} vs {auto['dense_ms']:.2f} ms); add latency=1 to the budget to forbid that")
@@ -188,20 +201,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from sparsecc.bench import (bench_compiled, bench_remote, emulated_on_loopback, example_arrays, format_profile,
                                 format_result)
 
-    remote = args.rpc or args.tracker
-    if args.profile and remote:
+    if args.profile and (args.rpc or args.tracker):
         raise SparseccError("--profile runs locally only (the VM's instrument hook calls Python around every "
                             "kernel); drop --rpc/--tracker to profile")
-    if args.key and not remote:
-        raise SparseccError("--key is for --rpc/--tracker")
     if args.repeat < 1 or args.warmup < 0:
         raise SparseccError(f"--repeat {args.repeat} --warmup {args.warmup}: need repeat >= 1 and warmup >= 0")
     cm = sparsecc.load(args.artifact)
     arrays = example_arrays(cm.graph, args.dim)
-    if remote:
-        from sparsecc.backends.tvm.remote import connect, parse_address
+    session = remote_session(args)
+    if session is not None:
+        from sparsecc.backends.tvm.remote import parse_address
 
-        session = connect(rpc=args.rpc, tracker=args.tracker, key=args.key, timeout=args.timeout)
         where = f"rpc {args.rpc}" if args.rpc else f"tracker {args.key}"
         host = parse_address(args.rpc, "--rpc")[0] if args.rpc else None
         emulated = args.emulated or (host is not None and emulated_on_loopback(cm.target, host))
@@ -241,6 +251,27 @@ def cmd_tune(args: argparse.Namespace) -> None:
           f"template; `sparsecc compile` applies them from {report.database}")
 
 
+def add_remote_args(p: argparse.ArgumentParser, verb: str) -> None:
+    """--rpc / --tracker (+ --key, --timeout): where a command ``verb``s on a remote device."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--rpc", metavar="HOST:PORT", help=f"{verb} on the device of this TVM RPC server")
+    where.add_argument("--tracker", metavar="HOST:PORT", help=f"{verb} on a device requested from this TVM RPC "
+                       "tracker (needs --key)")
+    p.add_argument("--key", default=None, help="device key: the tracker pool to draw from, or the RPC server's key")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each RPC step (default 10)")
+
+
+def remote_session(args: argparse.Namespace) -> Any:
+    """The RPC session ``--rpc``/``--tracker`` name, or None when neither is given."""
+    if args.key and not (args.rpc or args.tracker):
+        raise SparseccError("--key is for --rpc/--tracker")
+    if not (args.rpc or args.tracker):
+        return None
+    from sparsecc.backends.tvm.remote import connect
+
+    return connect(rpc=args.rpc, tracker=args.tracker, key=args.key, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sparsecc", description="Compile torch/ONNX models with TVM for x86, arm64 "
                                  "and cuda.", epilog=EPILOG)
@@ -269,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, metavar="FILE.npz",
                    help="calibration inputs, one array per model input (by name; a symbolic first dim is split "
                         "into batches of 8): enables GPTQ, SparseGPT, activation-aware SVD and EoRA")
+    add_remote_args(p, "for --compress auto: measure the layer latencies (and the compiled plan)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("export", help="export a model (.onnx, .pt2 or .scc) as ONNX for onnxruntime", epilog=EPILOG)
@@ -298,12 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", default=[], metavar="SYMBOL=N",
                    help="size for a symbolic dim, e.g. batch=1 (default 1)")
     p.add_argument("--json", default=None, help="also write the statistics (and per-run times) to this JSON file")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--rpc", metavar="HOST:PORT", help="time on the device of this TVM RPC server")
-    where.add_argument("--tracker", metavar="HOST:PORT", help="time on a device requested from this TVM RPC "
-                       "tracker (needs --key)")
-    p.add_argument("--key", default=None, help="device key: the tracker pool to draw from, or the RPC server's key")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each RPC step (default 10)")
+    add_remote_args(p, "time")
     p.add_argument("--emulated", action="store_true", help="the device is an emulator (e.g. qemu): label the "
                    "timings as not device timings (automatic for a loopback server and a foreign-CPU artifact)")
     p.add_argument("--profile", action="store_true", help="per-operator table from the VM's instrument hook "

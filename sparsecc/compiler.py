@@ -121,7 +121,8 @@ def _has_cuda() -> bool:
 def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str | dict = "x86",
             compress: Any = None, budget: str | None = None, calibration: Any = None, *, max_drop: float | None = None,
             input_shapes: Mapping[str, Sequence[Dim]] | None = None, dynamic_shapes: Any = None,
-            graph: Graph | None = None, tuning_db: str | os.PathLike | bool | None = None) -> CompiledModel:
+            graph: Graph | None = None, tuning_db: str | os.PathLike | bool | None = None,
+            latency_table: Any = None) -> CompiledModel:
     """Compiles ``model`` for ``target`` (see the README for every argument).
 
     ``tuning_db``: root of the ``sparsecc tune`` databases; records for this exact target (its key: CPU, features,
@@ -135,7 +136,12 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     or ``"auto"``: the planner (``sparsecc.planner``, needs calibration) chooses a spec per layer under
     ``budget`` ("latency=0.5": a fraction of the dense model's latency measured on the target; "size=0.25": of
     the compressible weights' bytes) and/or ``max_drop`` (bound on the predicted loss increase), and the
-    manifest's ``auto_plan`` records its choice, sensitivities and predicted latency."""
+    manifest's ``auto_plan`` records its choice, sensitivities and predicted latency. ``latency_table``: where the
+    planner measures (a ``backends.tvm.layer_latency.LatencyTable``; default: this machine's, for ``target``;
+    ``LatencyTable(target, measure_fn=RemoteMeasurer(session, target), device=...)`` times on an RPC device)."""
+    if latency_table is not None and not _is_auto(compress):
+        raise SparseccError("latency_table= is where compress='auto' measures layer latencies; without 'auto' "
+                            "nothing is measured")
     if (budget is not None or max_drop is not None) and not _is_auto(compress):
         raise SparseccError("budget= / max_drop= choose a plan for compress='auto'; an explicit compress spec "
                             f"({compress!r}) has nothing to budget")
@@ -152,7 +158,7 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     plan: list[dict[str, Any]] = []
     chosen = None
     if compress is not None:
-        graph, plan, chosen = compress_graph(graph, compress, calibration, budget, max_drop, target)
+        graph, plan, chosen = compress_graph(graph, compress, calibration, budget, max_drop, target, latency_table)
     graph = prepare_graph(graph, target)
     db_dir = find_database(target, tuning_db)
     tuned: list[str] = []
@@ -178,22 +184,25 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     }
     compiled = CompiledModel(graph, lib_path, manifest)
     if chosen is not None and chosen.predicted_ms is not None and chosen.example is not None:
-        _measure_plan(compiled, chosen.example, manifest["auto_plan"])
+        _measure_plan(compiled, chosen.example, manifest["auto_plan"], latency_table, target)
     return compiled
 
 
-def _measure_plan(compiled: CompiledModel, example: Sequence[np.ndarray], auto_plan: dict[str, Any]) -> None:
+def _measure_plan(compiled: CompiledModel, example: Sequence[np.ndarray], auto_plan: dict[str, Any],
+                  table: Any, target: Any) -> None:
     """The compiled plan's latency at the planner's inputs, next to its prediction: ``measured_ms`` in the
-    manifest (the plan was measurable here, so the artifact runs here too)."""
-    from sparsecc.bench import time_fn
+    manifest, timed where the planner timed (its ``table``; None: this machine's for ``target``). Left out where
+    that table cannot time an artifact (a custom ``measure_fn``)."""
+    from sparsecc.backends.tvm import layer_latency
 
-    runner = compiled.runner()
-    auto_plan["measured_ms"] = time_fn(lambda: runner(*example), repeat=30, warmup=3)["median_ms"]
+    measured = (table if table is not None else layer_latency.LatencyTable(target)).time_compiled(compiled, example)
+    if measured is not None:
+        auto_plan["measured_ms"] = measured
 
 
 def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget: str | None = None,
-                   max_drop: float | None = None,
-                   target: Any = "x86") -> tuple[Graph, list[dict[str, Any]], Any]:
+                   max_drop: float | None = None, target: Any = "x86",
+                   latency_table: Any = None) -> tuple[Graph, list[dict[str, Any]], Any]:
     """Runs the compression pass (``passes/compress``) on a canonical graph: parses the spec (``"auto"``: the
     planner chooses one per layer under ``budget`` / ``max_drop``, ``sparsecc.planner``), collects the
     calibration statistics when data is given, and returns the compressed graph, the manifest's ``plan`` (every
@@ -220,7 +229,8 @@ def compress_graph(graph: Graph, compress: Any, calibration: Any = None, budget:
     if auto:
         from sparsecc.planner import make_plan, parse_budget
 
-        chosen = make_plan(graph, batches, parse_budget(budget, max_drop), target, calibration=calib)
+        chosen = make_plan(graph, batches, parse_budget(budget, max_drop), target, calibration=calib,
+                           table=latency_table)
         spec = chosen.specs()
     graph, reports = run_compress(graph, spec, calib)
     verify(graph)

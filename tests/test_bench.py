@@ -221,3 +221,47 @@ def test_registered_keys_reads_the_tracker_summary():
     assert registered_keys(summary) == ["a", "b"]
     with pytest.raises(RemoteError, match="exactly one"):
         connect()
+
+
+# ---- compile --compress auto, with the planner's latencies measured on the remote ----------------------------------
+def mlp_onnx(path: Path) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    torch.onnx.export(model, (torch.randn(4, 64),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def test_compile_auto_measures_on_the_rpc_device(rpc_server, tmp_path, monkeypatch, capsys):
+    """The planner's layer and model latencies, and the compiled plan's measured latency, come from the RPC server:
+    the cache is keyed by that device, and the manifest records the plan timed there."""
+    monkeypatch.setenv("SPARSECC_CACHE", str(tmp_path / "cache"))
+    model = mlp_onnx(tmp_path / "mlp.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=RNG.standard_normal((32, 64)).astype("float32"))
+    out = tmp_path / "mlp.scc"
+    assert main(["compile", str(model), "--compress", "auto", "--budget", "size=0.5", "--calib", str(calib),
+                 "--rpc", rpc_server, "-o", str(out)]) == 0
+    gc.collect()  # the server serves one session at a time: drop ours
+    printed = capsys.readouterr().out
+    assert "compiled: measured" in printed
+    auto = sparsecc.load(out).manifest["auto_plan"]
+    assert auto["measured_ms"] > 0 and auto["predicted_ms"] > 0 and auto["dense_ms"] > 0
+    assert all(c["ms"] is not None and c["dense_ms"] > 0 for c in auto["layers"])
+    (cache,) = (tmp_path / "cache" / "latency").glob("*.json")
+    doc = json.loads(cache.read_text())
+    assert doc["context"]["device"].startswith(f"rpc {rpc_server} (x86_64")
+    assert any(k.startswith("model:") for k in doc["entries"]) and len(doc["entries"]) > 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--compress", "int8", "--rpc", "127.0.0.1:1"], "--rpc/--tracker are where --compress auto measures"),
+    (["--key", "board"], "--key is for --rpc/--tracker"),
+])
+def test_compile_remote_flag_errors(tmp_path, capsys, argv, message):
+    model = mlp_onnx(tmp_path / "mlp.onnx")
+    assert main(["compile", str(model), "-o", str(tmp_path / "m.scc"), *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -550,6 +550,7 @@ def w8a8_graph(o, k, lead, bias=True, act=None):
     (64, 128, (3,), True, None),        # GEMM rows not a multiple of the tile
     (48, 96, (1,), False, None),        # GEMV
     (32, 64, ("batch", 16), True, "gelu"),  # symbolic batch, fused epilogue
+    (32, 64, ("batch",), True, "relu"),  # rows a bare symbol: no tile size provably divides them
     (20, 36, (5,), True, None),         # rows not a multiple of 16: unpacked, unscheduled path
 ])
 def test_w8a8_kernel_matches_interpreter(o, k, lead, bias, act):

@@ -165,3 +165,18 @@ def test_measured_latency_is_positive_and_grows_with_the_weight(tmp_path):
     assert 0 < small
     assert big > 2 * small
     assert 0 < table.overhead_ms() < small
+
+
+def test_a_whole_model_is_timed_as_called_and_its_artifact_alike(tmp_path):
+    """measure_model times numpy in and out (the empty call is not subtracted); time_compiled times a compiled
+    artifact the same way, so a plan's prediction and its artifact's latency are comparable."""
+    import sparsecc
+
+    table = LatencyTable("x86", cache_dir=tmp_path, budget_s=0.05)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype("float32")
+    model_ms = table.measure_model(small_net(), [x])
+    assert model_ms > table.overhead_ms() > 0  # a numpy-in-out call costs more than an empty device call
+    artifact_ms = table.time_compiled(sparsecc.compile(None, graph=small_net(), target="x86"), [x])
+    assert 0.5 * model_ms < artifact_ms < 2 * model_ms
+    assert LatencyTable("x86", cache_dir=tmp_path, measure_fn=lambda g, a: [1.0], device="fake").time_compiled(
+        None, [x]) is None  # a custom measure_fn times graphs only

@@ -423,6 +423,8 @@ def test_two_point_latency_line_and_its_budget():
     assert {c.node: c.spec for c in plan.layers} == {"fc1": DENSE, "fc2": "int8"}
     assert plan.predicted_ms == pytest.approx(7.0)
     assert Latencies(lat.layers, 10.0, fastest_ms=12.0, fastest=lat.fastest).scale == 1.0  # slope < 0: no line
+    # slope 4 (the models differ by 10 ms, their layers alone by 2.5): within timing noise, not a line either
+    assert Latencies(lat.layers, 10.0, fastest_ms=0.0, fastest=lat.fastest).scale == 1.0
 
 
 def test_latency_budgets(digits_analysis):
@@ -566,7 +568,7 @@ def test_compile_auto_size_budget(digits, train_images, fake_latency):
     auto = cm.manifest["auto_plan"]
     json.dumps(cm.manifest)
     assert auto["budget"] == "size=0.5" and auto["objective"] == "damage"
-    assert auto["measured_ms"] > 0  # the compiled plan timed at the planner's inputs, next to its prediction
+    assert "measured_ms" not in auto  # planned on the fake device, which cannot time the compiled artifact
     layers = auto["layers"]
     assert len(layers) == 6
     dense_bytes = sum(c["dense_bytes"] for c in layers)

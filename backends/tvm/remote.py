@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -22,6 +23,7 @@ from sparsecc.errors import SparseccError
 from sparsecc.ir.graph import TensorType
 
 from .runtime import Runner, contiguous, to_numpy
+from .targets import target_info, target_name
 
 DEFAULT_TIMEOUT_S = 10.0
 T = TypeVar("T")
@@ -191,9 +193,12 @@ class RemoteRunner:
         if built_for and theirs and _arch(built_for) != _arch(theirs):
             raise RemoteError(f"this artifact is built for {built_for}, the remote is {theirs}: compile it for "
                               "the remote's target")
-        _bounded(lambda: session.upload(lib_path, "lib.so"), timeout, "uploading lib.so to the remote")
+        # a fresh name per library: the remote's dlopen hands back the library first loaded under a path, so a
+        # second one uploaded under the same name in a session would run the first one's code
+        name = f"lib-{uuid.uuid4().hex[:12]}.so"
+        _bounded(lambda: session.upload(lib_path, name), timeout, f"uploading {name} to the remote")
         try:
-            module = session.load_module("lib.so")
+            module = session.load_module(name)
         except RuntimeError as e:
             raise RemoteError(f"the remote cannot load the artifact's library (built for "
                               f"{built_for or 'another target'}): {_message(e)}") from None
@@ -226,3 +231,45 @@ class RemoteRunner:
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in zip(self.input_names, self.input_types))
         return f"RemoteRunner({ins}) on {self.device}"
+
+
+class RemoteMeasurer:
+    """A ``LatencyTable`` ``measure_fn`` that times on the device behind an RPC ``session``: each graph is built
+    for ``target`` here (cross-compiled where the target needs it), uploaded, and timed there by
+    ``RemoteRunner.time``, so the planner's costs are the board's own.
+
+        table = LatencyTable("arm64", measure_fn=RemoteMeasurer(session, "arm64"), device="rk3588 (tracker)")
+
+    ``budget_s``: about how long the timed calls of one graph take on the device (at least ``MIN_REPEAT`` calls).
+    """
+
+    MIN_REPEAT, MAX_REPEAT, WARMUP = 10, 500, 3
+
+    def __init__(self, session: Any, target: Any, budget_s: float = 0.25):
+        self.session, self.target, self.budget_s = session, target, budget_s
+
+    def __call__(self, graph: Any, arrays: Sequence[np.ndarray]) -> list[float]:
+        import tempfile
+        from pathlib import Path
+
+        from .pipeline import build, prepare_graph
+
+        graph = prepare_graph(graph, self.target)
+        info = target_info(self.target)
+        with tempfile.TemporaryDirectory(prefix="sparsecc-rpc-") as tmp:
+            lib_path = str(Path(tmp) / "lib.so")
+            build(graph, self.target).export_library(lib_path, **({"cc": info["cc"]} if info.get("cc") else {}))
+            return self.time_library(lib_path, graph, arrays, built_for=info.get("triple", ""))
+
+    def time_library(self, lib_path: str, graph: Any, arrays: Sequence[np.ndarray],
+                     built_for: str = "") -> list[float]:
+        """Milliseconds per call of a built library (``graph``: the prepared graph it was built from, for its
+        inputs and params), on the remote; the number of calls fills about ``budget_s``."""
+        runner = RemoteRunner(self.session, lib_path, [graph.types[i] for i in graph.inputs],
+                              {k: p.data for k, p in graph.params.items()},
+                              device="cuda" if target_name(self.target) == "cuda" else "cpu",
+                              input_names=graph.inputs, built_for=built_for)
+        probe = runner.time(arrays, repeat=3, warmup=self.WARMUP)
+        per_call_s = max(float(np.median(probe)), 1e-6) / 1e3
+        repeat = int(min(self.MAX_REPEAT, max(self.MIN_REPEAT, self.budget_s / per_call_s)))
+        return runner.time(arrays, repeat=repeat, warmup=0)

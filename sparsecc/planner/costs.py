@@ -22,6 +22,10 @@ from sparsecc.passes.compress import Calibration
 from .candidates import DENSE
 
 
+SCALE_RANGE = (0.5, 2.0)
+"""Plausible in-model cost of a millisecond of layers timed alone (``Latencies.scale``)."""
+
+
 @dataclass
 class Latencies:
     layers: dict[str, dict[str, float]]
@@ -40,12 +44,14 @@ class Latencies:
         """How much a millisecond of layers measured alone costs inside the model, fitted through the two measured
         models (dense, fastest): alone, a layer's weights stay in cache; inside a model whose weights do not fit,
         they stream, so the dense layers cost more there than alone and compressed ones gain more. 1 when the two
-        points cannot fit a line (no fastest plan, or a non-positive slope)."""
+        points cannot fit a line: no fastest plan, or a slope outside ``SCALE_RANGE`` (the two models' difference
+        is then within their timing noise: a 60 us CNN whose layers' sum moves by 5 us fitted a slope of 4)."""
         if self.fastest_ms is None:
             return 1.0
         span = self.layer_sum({}) - self.layer_sum(self.fastest)
         slope = (self.model_ms - self.fastest_ms) / span if span > 0.05 * self.layer_sum({}) else 0.0
-        return slope if slope > 0 else 1.0
+        low, high = SCALE_RANGE
+        return slope if low <= slope <= high else 1.0
 
     @property
     def rest_ms(self) -> float:

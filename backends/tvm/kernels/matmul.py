@@ -79,13 +79,14 @@ def _col_blocks(rows: int, extent: tirx.PrimExpr, lanes: int) -> int:
     return next(b for b in range(want, 0, -1) if n % b == 0)
 
 
-def tile_rows(extent: tirx.PrimExpr) -> int:
+def tile_rows(extent: tirx.PrimExpr, exact: bool = False) -> int:
     """Rows per register tile: one for GEMV; else a count that divides the row extent when one does (a symbolic
-    ``batch*128`` included), so tiles need no bounds check."""
+    ``batch*128`` included), so tiles need no bounds check. When none does (a bare symbolic ``batch``), ``ROWS[0]``
+    with a bounds check, or 1 if ``exact`` (a tensorized tile cannot take the check)."""
     if isinstance(extent, tirx.IntImm) and int(extent) == 1:
         return 1
     analyzer = Analyzer()
-    return next((r for r in ROWS if analyzer.can_prove(tirx.floormod(extent, r) == 0)), ROWS[0])
+    return next((r for r in ROWS if analyzer.can_prove(tirx.floormod(extent, r) == 0)), 1 if exact else ROWS[0])
 
 
 class RegisterTiledMatmul(dl.ScheduleRule):

@@ -131,7 +131,7 @@ class VnniMatmul(dl.ScheduleRule):
             sch.parallel(outer)
             sch.vectorize(inner)
         *outer, m, n = sch.get_loops(out)
-        rows = tile_rows(sch.get(m).extent)
+        rows = tile_rows(sch.get(m).extent, exact=True)
         blocks = BLOCKS_GEMV if rows == 1 else BLOCKS
         n_extent = int(sch.get(n).extent) // 16
         blocks = next(b for b in range(blocks, 0, -1) if n_extent % b == 0)
