@@ -42,7 +42,8 @@ from .quality import CALIB_IMAGES, CALIB_SENTENCES, SEQ, MinilmScore, code_versi
     run_batched
 from .run import RESULTS
 
-MINILM_UNIFORM = ("w8a8", "lowrank:0.5+int8@rtn", "lowrank:0.5", "lowrank:0.25", "lowrank:0.25+int8@rtn")
+MINILM_UNIFORM = ("w8a8", "lowrank:0.5+int8@rtn", "lowrank:0.5", "lowrank:0.25+int8@rtn")
+"""(Uniform lowrank:0.25 is every layer's fastest candidate here: its latency admits that one plan only.)"""
 DIGITS_UNIFORM = ("int8", "int4-g64", "int4-g32", "2:4+int8", "lowrank:0.5", "lowrank:0.5+int8@rtn", "lowrank:0.25")
 JUDGED = {"minilm": ("wordsim", "polarity_acc_10x5", "cos_to_dense"), "digits": ("accuracy",)}
 """Metrics a verdict is judged on. MiniLM's polarity accuracy is judged as the mean over 10 repeats of stratified

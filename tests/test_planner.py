@@ -406,25 +406,34 @@ def test_dominated_candidates_are_not_refined_nor_chosen():
     assert [c.damage for c in cands["fc1"]] == [0.0, 7.0, 2.0, 7.0]
 
 
-def test_two_point_latency_line_and_its_budget():
-    """Layers alone (weights in cache) vs inside the model: the prediction is the line through the measured dense
-    and fastest models, and a latency budget caps that prediction (not the raw sum of layer times)."""
-    lat = Latencies({"fc1": {DENSE: 2.0, "int8": 1.0}, "fc2": {DENSE: 2.0, "int8": 0.5}}, model_ms=10.0,
-                    fastest_ms=5.0, fastest={"fc1": "int8", "fc2": "int8"})
-    assert lat.scale == pytest.approx(2.0) and lat.rest_ms == pytest.approx(2.0)
-    assert lat.predict({}) == pytest.approx(10.0) and lat.predict(lat.fastest) == pytest.approx(5.0)
-    assert lat.predict({"fc1": "int8"}) == pytest.approx(8.0) and lat.predict({"fc2": "int8"}) == pytest.approx(7.0)
+def test_two_point_latency_model_and_its_budget():
+    """Layers alone (weights in cache) vs inside the model (weights streamed): what the two measured models' gap
+    leaves unexplained by the layers alone is charged per weight byte, so the prediction is exact at both; a
+    latency budget caps that prediction (not the raw sum of layer times)."""
+    layers = {"fc1": {DENSE: 2.0, "int8": 1.0}, "fc2": {DENSE: 2.0, "int8": 0.5}}
+    nbytes = {"fc1": {DENSE: 400.0, "int8": 100.0}, "fc2": {DENSE: 200.0, "int8": 100.0}}
+    fastest = {"fc1": "int8", "fc2": "int8"}
+    lat = Latencies(layers, model_ms=10.0, fastest_ms=4.5, fastest=fastest, bytes=nbytes)
+    # the gap 5.5 ms, the layers alone 2.5 ms of it: 3 ms over the 400 bytes saved
+    assert lat.per_byte_ms == pytest.approx(3.0 / 400)
+    assert lat.cost("fc1", DENSE) == pytest.approx(2.0 + 3.0) and lat.cost("fc2", "int8") == pytest.approx(1.25)
+    assert lat.rest_ms == pytest.approx(10.0 - 5.0 - 3.5)
+    assert lat.predict({}) == pytest.approx(10.0) and lat.predict(fastest) == pytest.approx(4.5)
+    assert lat.predict({"fc1": "int8"}) == pytest.approx(6.75) and lat.predict({"fc2": "int8"}) == pytest.approx(
+        7.75)
     g = tiny_graph()
-    cands = {"fc1": [Candidate(DENSE, 120, 0.0, 0.0), Candidate("int8", 30, 1.0, 0.0)],
-             "fc2": [Candidate(DENSE, 60, 0.0, 0.0), Candidate("int8", 15, 2.0, 0.0)]}
+    cands = {"fc1": [Candidate(DENSE, 400, 0.0, 0.0), Candidate("int8", 100, 1.0, 0.0)],
+             "fc2": [Candidate(DENSE, 200, 0.0, 0.0), Candidate("int8", 100, 2.0, 0.0)]}
     an = Analysis(g, {"w1": Trace(1.0, 0.0, 1, 30), "w2": Trace(1.0, 0.0, 1, 15)},
                   {n: [c.spec for c in cs] for n, cs in cands.items()}, lat, cands, [[1, 6]], {})
-    plan = choose(an, Budget(latency=0.75))  # 7.5 ms: fc1 alone (8 ms) does not fit although it damages less
-    assert {c.node: c.spec for c in plan.layers} == {"fc1": DENSE, "fc2": "int8"}
-    assert plan.predicted_ms == pytest.approx(7.0)
-    assert Latencies(lat.layers, 10.0, fastest_ms=12.0, fastest=lat.fastest).scale == 1.0  # slope < 0: no line
-    # slope 4 (the models differ by 10 ms, their layers alone by 2.5): within timing noise, not a line either
-    assert Latencies(lat.layers, 10.0, fastest_ms=0.0, fastest=lat.fastest).scale == 1.0
+    plan = choose(an, Budget(latency=0.7))  # 7 ms: fc1 alone (6.75 ms) fits, fc2 alone (7.75 ms) does not
+    assert {c.node: c.spec for c in plan.layers} == {"fc1": "int8", "fc2": DENSE}
+    assert plan.predicted_ms == pytest.approx(6.75)
+    # no fit, no byte term: the gap is explained by the layers alone, or is within timing noise, or negative
+    for fastest_ms in (7.5, 7.3, 12.0):
+        flat = Latencies(layers, model_ms=10.0, fastest_ms=fastest_ms, fastest=fastest, bytes=nbytes)
+        assert flat.per_byte_ms == 0.0 and flat.predict({"fc1": "int8"}) == pytest.approx(9.0)
+    assert Latencies(layers, model_ms=10.0, fastest_ms=4.5, fastest=fastest).per_byte_ms == 0.0  # no bytes
 
 
 def test_latency_budgets(digits_analysis):

@@ -1,8 +1,12 @@
 """What each candidate costs on the target: per-layer latency measured there (``backends/tvm/layer_latency``),
-and two whole models' end-to-end latency (dense, and every layer at its fastest candidate), so a plan's
-end-to-end latency is predicted on the line through them:
+and two whole models' end-to-end latency (dense, and every layer at its fastest candidate), from which a plan's
+end-to-end latency is predicted:
 
-    predicted = rest + scale * sum(chosen layers)     (exact at both measured plans)
+    predicted = rest + sum over layers of (ms alone + per_byte * weight bytes)     (exact at both measured plans)
+
+Why a term in bytes: a layer timed alone keeps its weights in cache, inside a model whose weights do not fit they
+stream from memory, so every weight byte costs extra there. Weighting the gap by time instead (``rest + scale *
+sum(ms)``) over-predicted W8A8 plans on MiniLM by 7% where this is within 4%: W8A8 is fast alone *and* small.
 
 Bytes come with the candidates themselves (``candidates.py``)."""
 from __future__ import annotations
@@ -22,8 +26,8 @@ from sparsecc.passes.compress import Calibration
 from .candidates import DENSE
 
 
-SCALE_RANGE = (0.5, 2.0)
-"""Plausible in-model cost of a millisecond of layers timed alone (``Latencies.scale``)."""
+NOISE_FRACTION = 0.05
+"""An in-model excess smaller than this fraction of the dense model's time is timing noise (``per_byte_ms``)."""
 
 
 @dataclass
@@ -35,33 +39,43 @@ class Latencies:
     fastest_ms: float | None = None
     """The plan of every layer's fastest candidate, end to end (None: not measured)."""
     fastest: dict[str, str] = field(default_factory=dict)
+    bytes: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Node name -> candidate spec -> weight bytes (filled from the candidates; empty: no byte term)."""
 
     def layer_sum(self, choice: Mapping[str, str]) -> float:
         return sum(options[choice.get(node, DENSE)] for node, options in self.layers.items())
 
+    def byte_sum(self, choice: Mapping[str, str]) -> float:
+        return sum(options[choice.get(node, DENSE)] for node, options in self.bytes.items())
+
     @property
-    def scale(self) -> float:
-        """How much a millisecond of layers measured alone costs inside the model, fitted through the two measured
-        models (dense, fastest): alone, a layer's weights stay in cache; inside a model whose weights do not fit,
-        they stream, so the dense layers cost more there than alone and compressed ones gain more. 1 when the two
-        points cannot fit a line: no fastest plan, or a slope outside ``SCALE_RANGE`` (the two models' difference
-        is then within their timing noise: a 60 us CNN whose layers' sum moves by 5 us fitted a slope of 4)."""
-        if self.fastest_ms is None:
-            return 1.0
-        span = self.layer_sum({}) - self.layer_sum(self.fastest)
-        slope = (self.model_ms - self.fastest_ms) / span if span > 0.05 * self.layer_sum({}) else 0.0
-        low, high = SCALE_RANGE
-        return slope if low <= slope <= high else 1.0
+    def per_byte_ms(self) -> float:
+        """What a weight byte costs inside the model beyond its layer's time alone (streaming it from memory),
+        fitted through the two measured models: the part of their gap the layers alone do not explain, per byte
+        the fastest plan saves. 0 when there is no fit: no fastest plan or bytes, no bytes saved, or an excess
+        below ``NOISE_FRACTION`` of the model (a 60 us CNN whose weights stay in cache) or negative."""
+        if self.fastest_ms is None or not self.bytes:
+            return 0.0
+        saved = self.byte_sum({}) - self.byte_sum(self.fastest)
+        excess = (self.model_ms - self.fastest_ms) - (self.layer_sum({}) - self.layer_sum(self.fastest))
+        if saved <= 0 or excess < NOISE_FRACTION * self.model_ms:
+            return 0.0
+        return excess / saved
+
+    def cost(self, node: str, spec: str) -> float:
+        """ms ``spec`` adds to the model at ``node``: alone, plus streaming its bytes."""
+        beta = self.per_byte_ms
+        return self.layers[node][spec] + (beta * self.bytes[node][spec] if beta else 0.0)
 
     @property
     def rest_ms(self) -> float:
         """Everything but the compressible layers: attention, norms, activations, the call itself."""
-        return self.model_ms - self.scale * self.layer_sum({})
+        return self.model_ms - sum(self.cost(node, DENSE) for node in self.layers)
 
     def predict(self, choice: Mapping[str, str]) -> float:
-        """End-to-end ms of a plan ``{node: spec}`` (nodes it leaves out stay dense): exact for the dense and the
-        fastest plan, linear in the layers' measured latencies between them."""
-        return self.rest_ms + self.scale * self.layer_sum(choice)
+        """End-to-end ms of a plan ``{node: spec}`` (nodes it leaves out stay dense): exact for the dense and (where
+        a byte term is fitted) the fastest plan."""
+        return self.rest_ms + sum(self.cost(node, choice.get(node, DENSE)) for node in self.layers)
 
 
 def measure_latencies(graph: Graph, candidates: Mapping[str, Sequence[str]], example: Sequence[np.ndarray],

@@ -145,12 +145,14 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
     by_latency = only_faster and latencies is not None
 
     def cost(node: str, c: Candidate) -> float:
-        return latencies.layers[node][c.spec] if by_latency else c.bytes
+        return latencies.cost(node, c.spec) if by_latency else c.bytes
 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("candidates", total=len(wanted))
         candidates = evaluate(graph, traces, calibration, wanted,
                               progress=lambda name: bar.update(task, advance=1, description=f"candidates: {name}"))
+        if latencies is not None:  # the byte term of the latency prediction (costs.py)
+            latencies.bytes = {node: {c.spec: float(c.bytes) for c in cands} for node, cands in candidates.items()}
         task = bar.add_task("measuring the top candidates", total=len(wanted))
         refine_top(candidates, cost, measure,
                    progress=lambda name: bar.update(task, advance=1, description=f"refining: {name}"))
@@ -204,11 +206,11 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
     candidates = {node: [c for c in cands if not c.dominated
                          and (not budget.latency_bound or _faster(latencies, node, c.spec))]
                   for node, cands in candidates.items()}
-    options = [[{"damage": c.damage, "bytes": float(c.bytes), "ms": latencies.layers[node][c.spec] if latencies
+    options = [[{"damage": c.damage, "bytes": float(c.bytes), "ms": latencies.cost(node, c.spec) if latencies
                  else 0.0} for c in cands] for node, cands in candidates.items()]
     caps: dict[str, float] = {}
     if budget.latency is not None:
-        caps["ms"] = (budget.latency * latencies.model_ms - latencies.rest_ms) / latencies.scale
+        caps["ms"] = budget.latency * latencies.model_ms - latencies.rest_ms
     if budget.size is not None:
         caps["bytes"] = budget.size * sum(c[0].bytes for c in candidates.values())
     if budget.latency is None and budget.size is None:
