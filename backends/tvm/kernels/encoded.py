@@ -9,7 +9,9 @@ One TE compute covers every encoding, because the two stages compose independent
   ``select`` chain (lane-invariant loads, so vector code needs no gather instruction).
 
 ``y[..., o] = sum_j x[..., column(o, j)] * value(o, j)``: the float operations of the decode are those of
-``EncodedWeight.dense`` (so the interpreter computes the same weights), only the summation order differs.
+``EncodedWeight.dense`` (so the interpreter computes the same weights), only the summation order differs. A
+quantized weight's scale is factored out of its group: ``sum_g scale(o, g) * sum_(j in g) x[..., column(o, j)] *
+code(o, j)``, one multiply per group instead of one per weight (equal up to float rounding).
 
 On CPU every array is packed ``OI{b}o`` (``[O/b, columns, b]``) so the register-tiled schedule of ``matmul.py``
 streams ``b`` outputs per vector; the reduction is split in two axes, ``(jo, ji)``, whose inner extent covers a
@@ -28,6 +30,8 @@ from sparsecc.ir.encodings import index_bits
 
 ENCODED_BLOCK = "sparsecc_dense_encoded"
 """Name of the reduction block; ``RegisterTiledMatmul`` schedules it like the dense one."""
+GROUP_SUM_BLOCK = "sparsecc_group_sum"
+"""Name of the block that scales and adds a quantized weight's group sums (``ENCODED_BLOCK`` is then per group)."""
 
 SELECT_MAX_M = 16
 """Up to this group size the input column is picked by a select chain; beyond it, by an indexed load."""
@@ -79,25 +83,29 @@ def row_reader(arr: te.Tensor, lanes: int | None) -> Callable[[Any, Any], Any]:
     return lambda o, c: arr[o // lanes, c, o % lanes]
 
 
-def _value(fmt: WeightFormat, w: te.Tensor, scales: te.Tensor | None, zeros: te.Tensor | None) -> Callable:
-    """``value(o, j)``: stored column ``j`` of row ``o`` as float32, decoded like ``EncodedWeight.dense``."""
+def _code(fmt: WeightFormat, w: te.Tensor, zeros: te.Tensor | None) -> Callable:
+    """``code(o, j)``: stored column ``j`` of row ``o`` as float32 before its group's scale (minus its zero)."""
     read = row_reader(w, fmt.lanes)
-    if fmt.bits is None:
-        return read
-    scale = row_reader(scales, fmt.lanes)
     zero = row_reader(zeros, fmt.lanes) if zeros is not None else None
     group = fmt.group or fmt.columns
 
-    def value(o: Any, j: Any) -> Any:
+    def code(o: Any, j: Any) -> Any:
         if fmt.bits == 4:
-            code = _nibble_as_float(read, o, j, fmt.word_bits, 8 if fmt.symmetric else 0)
+            c = _nibble_as_float(read, o, j, fmt.word_bits, 8 if fmt.symmetric else 0)
         else:
-            code = read(o, j).astype("float32")
-        if zero is not None:
-            code = code - zero(o, j // group)
-        return code * scale(o, j // group)
+            c = read(o, j).astype("float32")
+        return c if zero is None else c - zero(o, j // group)
 
-    return value
+    return code
+
+
+def _value(fmt: WeightFormat, w: te.Tensor, scales: te.Tensor | None, zeros: te.Tensor | None) -> Callable:
+    """``value(o, j)``: stored column ``j`` of row ``o`` as float32, decoded like ``EncodedWeight.dense``."""
+    if fmt.bits is None:
+        return row_reader(w, fmt.lanes)
+    code, scale = _code(fmt, w, zeros), row_reader(scales, fmt.lanes)
+    group = fmt.group or fmt.columns
+    return lambda o, j: code(o, j) * scale(o, j // group)
 
 
 def _field(read: Callable, o: Any, j: Any, bits: int, word_bits: int) -> Any:
@@ -147,33 +155,68 @@ def _pick(x: te.Tensor, lead: Sequence[Any], base: Any, index: Any, m: int) -> A
     return picked
 
 
-def _decoders(fmt: WeightFormat, w: te.Tensor, companions: Sequence[te.Tensor]) -> tuple[Callable, Callable]:
-    """``value`` and ``column`` of a weight whose companions come in ``encodings.COMPANIONS`` order."""
+def _split(fmt: WeightFormat, companions: Sequence[te.Tensor]) -> tuple[Any, Any, Any]:
+    """(indices, scales, zeros) of a weight whose companions come in ``encodings.COMPANIONS`` order (None: absent)."""
     rest = list(companions)
     indices = rest.pop(0) if fmt.nm else None
     scales = rest.pop(0) if fmt.bits else None
     zeros = rest.pop(0) if fmt.bits and not fmt.symmetric else None
+    return indices, scales, zeros
+
+
+def _decoders(fmt: WeightFormat, w: te.Tensor, companions: Sequence[te.Tensor]) -> tuple[Callable, Callable]:
+    """``value`` and ``column`` of a weight whose companions come in ``encodings.COMPANIONS`` order."""
+    indices, scales, zeros = _split(fmt, companions)
     return _value(fmt, w, scales, zeros), _column(fmt, indices)
+
+
+def scaled_by_group(fmt: WeightFormat) -> bool:
+    """Whether the kernel sums each scale group's codes first and scales the sum once (every quantized format
+    whose groups hold whole reduction steps): one multiply per group instead of one per weight."""
+    group = fmt.group or fmt.columns
+    return fmt.bits is not None and group % fmt.period == 0 and fmt.columns % group == 0
 
 
 def dense_encoded(x: te.Tensor, w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat,
                   has_bias: bool = False) -> te.Tensor:
     """``linear(x, W) (+ bias)`` with ``W`` read in its encoding. ``companions``: the indices (N:M), scales and
-    zeros (quantized, asymmetric) present, in that order, then the bias if ``has_bias``."""
+    zeros (quantized, asymmetric) present, in that order, then the bias if ``has_bias``.
+
+    Quantized weights (``scaled_by_group``) are summed per scale group into ``ENCODED_BLOCK`` and the group sums
+    scaled and added in ``GROUP_SUM_BLOCK``: ``sum_g scale_g * sum_(j in g) x_j * code_j``, the interpreter's
+    ``sum_j x_j * (code_j * scale_g)`` up to float rounding."""
     bias = companions[-1] if has_bias else None
-    value, column = _decoders(fmt, w, companions[:-1] if has_bias else companions)
+    companions = companions[:-1] if has_bias else companions
     m = fmt.nm[1] if fmt.nm else 1
     *lead, _ = x.shape
     p = fmt.period
-    jo = te.reduce_axis((0, fmt.columns // p), name="jo")
-    ji = te.reduce_axis((0, p), name="ji")
+    if scaled_by_group(fmt):
+        indices, scales, zeros = _split(fmt, companions)
+        code, column, scale = _code(fmt, w, zeros), _column(fmt, indices), row_reader(scales, fmt.lanes)
+        group = fmt.group or fmt.columns
+        gi = te.reduce_axis((0, group // p), name="gi")
+        ji = te.reduce_axis((0, p), name="ji")
 
-    def body(*i: Any) -> Any:
-        o, j = i[-1], jo * p + ji
-        base, index = column(o, j)
-        return te.sum(_pick(x, i[:-1], base, index, m) * value(o, j), axis=[jo, ji])
+        def group_sum(*i: Any) -> Any:
+            o, j = i[-2], i[-1] * group + gi * p + ji
+            base, index = column(o, j)
+            return te.sum(_pick(x, i[:-2], base, index, m) * code(o, j), axis=[gi, ji])
 
-    y = te.compute((*lead, fmt.rows), body, name=ENCODED_BLOCK)
+        sums = te.compute((*lead, fmt.rows, fmt.columns // group), group_sum, name=ENCODED_BLOCK)
+        g = te.reduce_axis((0, fmt.columns // group), name="g")
+        y = te.compute((*lead, fmt.rows), lambda *i: te.sum(sums[(*i, g)] * scale(i[-1], g), axis=g),
+                       name=GROUP_SUM_BLOCK)
+    else:
+        value, column = _decoders(fmt, w, companions)
+        jo = te.reduce_axis((0, fmt.columns // p), name="jo")
+        ji = te.reduce_axis((0, p), name="ji")
+
+        def body(*i: Any) -> Any:
+            o, j = i[-1], jo * p + ji
+            base, index = column(o, j)
+            return te.sum(_pick(x, i[:-1], base, index, m) * value(o, j), axis=[jo, ji])
+
+        y = te.compute((*lead, fmt.rows), body, name=ENCODED_BLOCK)
     if bias is None:
         return y
     return te.compute(y.shape, lambda *i: y[i] + bias[i[-1]], name="bias_add")

@@ -16,7 +16,7 @@ from tvm.sym import Analyzer
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
-from .encoded import ENCODED_BLOCK
+from .encoded import ENCODED_BLOCK, GROUP_SUM_BLOCK
 from .tiling import find_block, tile_write_back
 
 DENSE_BLOCK = "sparsecc_dense_packed"
@@ -96,6 +96,8 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
+        if find_block(sch, GROUP_SUM_BLOCK) is not None:
+            return self._group_sums(sch)
         dense = find_block(sch, DENSE_BLOCK, ENCODED_BLOCK, MATMUL_BLOCK)
         if dense is None:
             return None
@@ -131,4 +133,38 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
 
+    def _group_sums(self, sch: s_tir.Schedule) -> s_tir.Schedule | None:
+        """A quantized weight's kernel (``encoded.dense_encoded``): the output tile walks the scale groups; per
+        group, the tile of group sums (``ENCODED_BLOCK``) is accumulated in registers from zero like a dense tile,
+        then scaled once and added to the output tile (``GROUP_SUM_BLOCK``)."""
+        top, sums = sch.get_sblock(GROUP_SUM_BLOCK), sch.get_sblock(ENCODED_BLOCK)
+        out = tile_write_back(sch, top, keep=(ENCODED_BLOCK,))
+        if out is None:
+            return None
+        *outer, m, n = sch.get_loops(out)
+        rows = tile_rows(sch.get(m).extent)
+        blocks = _col_blocks(rows, sch.get(n).extent, LANES)
+        mo, mi = sch.split(m, [None, rows])
+        no, ni = sch.split(n, [None, blocks * LANES])
+        sch.reorder(*outer, mo, no, mi, ni)
+        sch.compute_at(top, no, preserve_unit_loops=True)
+        *_, row, col, g = sch.get_loops(top)
+        block, lane = sch.split(col, [blocks, LANES])
+        sch.reorder(g, row, block, lane)
+        sch.compute_at(sums, g, preserve_unit_loops=True)
+        *_, s_row, s_col, s_group, gi, ji = sch.get_loops(sums)
+        s_block, s_lane = sch.split(s_col, [blocks, LANES])
+        sch.reorder(s_group, gi, ji, s_row, s_block, s_lane)
+        sch.vectorize(s_lane)
+        sch.unroll(s_block)
+        sch.unroll(s_row)
+        sch.unroll(ji)  # whole bytes of nibbles and indices: constant shifts once unrolled
+        sch.vectorize(lane)
+        sch.unroll(block)
+        sch.unroll(row)
+        sch.vectorize(sch.split(ni, [blocks, LANES])[1])
+        sch.parallel(sch.fuse(*outer, mo, no))
+        for block_rv, loop in ((sums, gi), (top, g)):
+            sch.vectorize(sch.get_loops(sch.decompose_reduction(block_rv, loop))[-1])
+        return sch
 
