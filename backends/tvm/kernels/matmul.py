@@ -89,6 +89,31 @@ def tile_rows(extent: tirx.PrimExpr, exact: bool = False) -> int:
     return next((r for r in ROWS if analyzer.can_prove(tirx.floormod(extent, r) == 0)), 1 if exact else ROWS[0])
 
 
+def _tile_output(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int,
+                 keep: tuple[str, ...] = ()) -> tuple[list, s_tir.schedule.LoopRV, int] | None:
+    """Writes ``block``'s result back through a scratch tile (``tile_write_back``), splits the output into tiles of
+    ``tile_rows`` rows x ``blocks`` lane blocks and computes ``block`` once per tile. Returns the loops over tiles,
+    the write-back's column loop within a tile and ``blocks``; None when the epilogue does not fold."""
+    out = tile_write_back(sch, block, keep)
+    if out is None:
+        return None
+    *outer, m, n = sch.get_loops(out)  # tile: rows of the last leading axis x blocks of lanes columns
+    rows = tile_rows(sch.get(m).extent)
+    blocks = _col_blocks(rows, sch.get(n).extent, lanes)
+    mo, mi = sch.split(m, [None, rows])
+    no, ni = sch.split(n, [None, blocks * lanes])
+    sch.reorder(*outer, mo, no, mi, ni)
+    sch.compute_at(block, no, preserve_unit_loops=True)
+    return [*outer, mo, no], ni, blocks
+
+
+def _parallel_tiles(sch: s_tir.Schedule, tile: list, write_back: s_tir.schedule.LoopRV, blocks: int,
+                    lanes: int) -> None:
+    """Vectorizes a tile's write-back and runs the tiles in parallel."""
+    sch.vectorize(sch.split(write_back, [blocks, lanes])[1])
+    sch.parallel(sch.fuse(*tile))
+
+
 class RegisterTiledMatmul(dl.ScheduleRule):
     """Schedules a PrimFunc holding a ``DENSE_BLOCK`` or ``MATMUL_BLOCK`` plus elementwise neighbours."""
 
@@ -106,16 +131,10 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         # are packed in blocks of LANES, see relayout.py)
         lanes = int(sch.get(dense).reads[-1].source.shape[2]) if name == DENSE_BLOCK else LANES
         reductions = sum(1 for v in sch.get(dense).iter_vars if v.iter_type == tirx.IterVar.CommReduce)
-        out = tile_write_back(sch, dense)
-        if out is None:
+        tiled = _tile_output(sch, dense, lanes)
+        if tiled is None:
             return None
-        *outer, m, n = sch.get_loops(out)  # tile: rows of the last leading axis x blocks of lanes columns
-        rows = tile_rows(sch.get(m).extent)
-        blocks = _col_blocks(rows, sch.get(n).extent, lanes)
-        mo, mi = sch.split(m, [None, rows])
-        no, ni = sch.split(n, [None, blocks * lanes])
-        sch.reorder(*outer, mo, no, mi, ni)
-        sch.compute_at(dense, no, preserve_unit_loops=True)
+        tile, write_back, blocks = tiled
         # one loop per block var, unit ones kept: ..., m, n, k (encoded weights: k split in two, jo and ji)
         *_, row, col = sch.get_loops(dense)[:-reductions]
         k = sch.get_loops(dense)[-reductions:]
@@ -127,8 +146,7 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         for inner in k[1:]:  # the encoded kernel's byte-sized inner step: constant shifts once unrolled
             sch.unroll(inner)
         k = k[0]
-        sch.vectorize(sch.split(ni, [blocks, lanes])[1])
-        sch.parallel(sch.fuse(*outer, mo, no))
+        _parallel_tiles(sch, tile, write_back, blocks, lanes)
         init = sch.decompose_reduction(dense, k)
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
@@ -138,16 +156,10 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         group, the tile of group sums (``ENCODED_BLOCK``) is accumulated in registers from zero like a dense tile,
         then scaled once and added to the output tile (``GROUP_SUM_BLOCK``)."""
         top, sums = sch.get_sblock(GROUP_SUM_BLOCK), sch.get_sblock(ENCODED_BLOCK)
-        out = tile_write_back(sch, top, keep=(ENCODED_BLOCK,))
-        if out is None:
+        tiled = _tile_output(sch, top, LANES, keep=(ENCODED_BLOCK,))
+        if tiled is None:
             return None
-        *outer, m, n = sch.get_loops(out)
-        rows = tile_rows(sch.get(m).extent)
-        blocks = _col_blocks(rows, sch.get(n).extent, LANES)
-        mo, mi = sch.split(m, [None, rows])
-        no, ni = sch.split(n, [None, blocks * LANES])
-        sch.reorder(*outer, mo, no, mi, ni)
-        sch.compute_at(top, no, preserve_unit_loops=True)
+        tile, write_back, blocks = tiled
         *_, row, col, g = sch.get_loops(top)
         block, lane = sch.split(col, [blocks, LANES])
         sch.reorder(g, row, block, lane)
@@ -162,8 +174,7 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         sch.vectorize(lane)
         sch.unroll(block)
         sch.unroll(row)
-        sch.vectorize(sch.split(ni, [blocks, LANES])[1])
-        sch.parallel(sch.fuse(*outer, mo, no))
+        _parallel_tiles(sch, tile, write_back, blocks, LANES)
         for block_rv, loop in ((sums, gi), (top, g)):
             sch.vectorize(sch.get_loops(sch.decompose_reduction(block_rv, loop))[-1])
         return sch
