@@ -147,7 +147,7 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
                             f"({compress!r}) has nothing to budget")
     if calibration is not None and compress is None:
         raise SparseccError("calibration data was given without compress=...: nothing would use it")
-    from sparsecc.backends.tvm import build, prepare_graph, target_info
+    from sparsecc.backends.tvm import build, export_library, prepare_graph, target_info
     from sparsecc.backends.tvm.tuning import find_database
     from sparsecc.passes.pipeline import canonicalize
 
@@ -166,7 +166,7 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, target: str
     info = target_info(target)
     lib_dir = Path(tempfile.mkdtemp(prefix="sparsecc-"))
     lib_path = str(lib_dir / "lib.so")
-    executable.export_library(lib_path, **({"cc": info["cc"]} if info.get("cc") else {}))
+    export_library(executable, lib_path, target)
     import tvm
 
     manifest = {

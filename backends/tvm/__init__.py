@@ -2,7 +2,8 @@
 
     from sparsecc.backends.tvm import build, compile_graph, target_info
     graph = prepare_graph(graph, "x86")          # weights in the layouts the target's kernels read
-    ex = build(graph, "x86")                     # a Relax VM executable; ex.export_library("lib.so", cc=...)
+    ex = build(graph, "x86")                     # a Relax VM executable
+    export_library(ex, "lib.so", "x86")          # a shared library (cross-linked for arm64)
     run = compile_graph(graph)                   # build + Runner with the graph's params: numpy in, numpy out
     outputs = run(*arrays)
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from sparsecc.ir.graph import Graph
 
-from .pipeline import STAGE_NAMES, build, lower_graph, prepare_graph
+from .pipeline import STAGE_NAMES, build, export_library, lower_graph, prepare_graph
 from .runtime import Runner
 from .targets import TARGET_NAMES, export_cc, resolve_target, target_info, target_name, use_physical_cores
 
@@ -42,5 +43,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["LOWERINGS", "Runner", "STAGE_NAMES", "TARGET_NAMES", "build", "compile_graph", "export_cc",
+           "export_library",
            "lower_graph", "missing_lowerings", "prepare_graph", "resolve_target", "target_info", "target_name",
            "to_relax"]

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from sparsecc.ir.graph import Graph
 
 from .relayout import relayout_weights
-from .targets import TargetLike, resolve_target
+from .targets import TargetLike, export_cc, resolve_target
 
 
 def library_dispatch_passes(target: Any) -> list:
@@ -142,6 +142,13 @@ def build(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | 
     mod = lower_graph(graph, t, timings, tuning_db=tuning_db, tuned=tuned)
     with _Clock(timings)("codegen"):
         return tvm.compile(mod, t, relax_pipeline=None)
+
+
+def export_library(executable: Any, path: str | os.PathLike, target: TargetLike) -> None:
+    """Saves ``build``'s executable as a shared library, linked by the target's cross compiler where it needs one
+    (``targets.export_cc``)."""
+    cc = export_cc(target)
+    executable.export_library(os.fspath(path), **({"cc": cc} if cc else {}))
 
 
 class _Clock:

@@ -252,14 +252,13 @@ class RemoteMeasurer:
         import tempfile
         from pathlib import Path
 
-        from .pipeline import build, prepare_graph
+        from .pipeline import build, export_library, prepare_graph
 
         graph = prepare_graph(graph, self.target)
-        info = target_info(self.target)
         with tempfile.TemporaryDirectory(prefix="sparsecc-rpc-") as tmp:
             lib_path = str(Path(tmp) / "lib.so")
-            build(graph, self.target).export_library(lib_path, **({"cc": info["cc"]} if info.get("cc") else {}))
-            return self.time_library(lib_path, graph, arrays, built_for=info.get("triple", ""))
+            export_library(build(graph, self.target), lib_path, self.target)
+            return self.time_library(lib_path, graph, arrays, built_for=target_info(self.target).get("triple", ""))
 
     def time_library(self, lib_path: str, graph: Any, arrays: Sequence[np.ndarray],
                      built_for: str = "") -> list[float]:

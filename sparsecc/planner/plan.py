@@ -227,10 +227,10 @@ def choose(analysis: Analysis, budget: Budget) -> Plan:
         weight = compressible_weight(graph, nodes[node])
         ms = latencies.layers[node] if latencies else None
         chosen, by_spec = cands[pick], {c.spec: c for c in cands}
+        everything = {d.spec: d for d in analysis.candidates[node]}
         considered = []
         for spec in specs[node]:
             c = by_spec.get(spec)
-            everything = {d.spec: d for d in analysis.candidates[node]}
             considered.append({"spec": spec, "ms": ms[spec] if ms else None, "kept": c is not None,
                                "dominated": spec in everything and everything[spec].dominated,
                                **({"method": c.method, "damage": c.damage, "predicted": c.predicted,
