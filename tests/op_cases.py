@@ -253,6 +253,7 @@ add("linear", [f(3, 7), f(5, 7), f(5)], params=(1, 2), id="bias")
 add("linear", [f(2, 3, 7), f(5, 7)], params=(1,), id="nobias_3d")
 add("linear", [f(1, 7), f(5, 7), f(5)], params=(1, 2), id="batch1")
 add("linear", [f(7), f(5, 7), f(5)], params=(1, 2), id="vector")
+add("linear", [f(40), f(48, 40), f(48)], params=(1, 2), id="vector-packed")  # x86 packs a 48-row weight
 add("linear", [f(3, 7), f(5, 7), f(5)], id="weights_as_inputs")
 add("einsum", [f(3, 4), f(4, 5)], {"equation": "ij,jk->ik"}, id="matmul")
 add("einsum", [f(2, 3, 4), f(2, 4, 5)], {"equation": "bij,bjk->bik"}, id="bmm")

@@ -75,16 +75,26 @@ def test_relayout_packs_only_what_its_kernel_reads():
     (e,) = tied.add_node("gather", [w, "ids"], [TensorType((4, 32), "float32")])
     (y,) = tied.add_node("linear", [e, w], [TensorType((4, 48), "float32")])
     tied.outputs = [y]
-    odd = linear_graph((4,), 32, 10)  # 10 outputs: not a multiple of the 16-lane block
+    odd = linear_graph((4,), 32, 100)  # 100 outputs: not a multiple of the 16-lane block
+    odd_no_bias = linear_graph((4,), 32, 100, bias=False)
+    small = linear_graph((4,), 32, 10)  # padding 10 outputs to 16 would mostly compute zeros
 
     packed = prepare_graph(g, "x86")
     assert packed.params["w"].encoding.meta == {"layout": "OI16o"}
     assert packed.params["w"].data.shape == (3, 32, 16) and g.params["w"].data.shape == (48, 32)  # input untouched
     assert prepare_graph(tied, "x86").params["w"].encoding.meta == {}
-    assert prepare_graph(odd, "x86").params["w"].encoding.meta == {}
+    assert prepare_graph(small, "x86").params["w"].encoding.meta == {}
     assert prepare_graph(g, "cuda").params["w"].encoding.meta == {}  # GPU kernels read [O, I]
     x = RNG.standard_normal((4, 32)).astype("float32")
     np.testing.assert_array_equal(run_graph(packed, x)[0], run_graph(g, x)[0])  # the interpreter unpacks
+    for graph in (odd, odd_no_bias):
+        # padded with zero rows to the block, the padded outputs sliced off: the same function, interpreted or
+        # built (torch's BLAS may sum a 16-row weight in another order than a 10-row one: rounding only)
+        padded = prepare_graph(graph, "x86")
+        assert padded.params["w"].data.shape == (7, 32, 16) and graph.params["w"].data.shape == (100, 32)
+        assert [n.op for n in padded.nodes] == ["linear", "slice"] and padded.types[padded.outputs[0]].shape == (4, 100)
+        np.testing.assert_allclose(run_graph(padded, x)[0], run_graph(graph, x)[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(compile_graph(graph)(x)[0], run_graph(graph, x)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_layout_round_trip():

@@ -755,10 +755,12 @@ def _param_layout(cx: Lowering, name: str) -> str | None:
 def _linear_packed(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None) -> relax.Expr:
     """``linear`` on an ``OI{b}o``-packed weight: the ``kernels.matmul`` template (tiles rows of x's last leading
     axis, so a symbolic batch in front keeps the register tile's bounds static)."""
-    if rank_of(x) == 1:
-        raise cx.unsupported("linear of a 1-D input on a packed weight")
+    vector = rank_of(x) == 1
+    if vector:
+        x = cx.emit(R.reshape(x, [1, shape_of(x)[0]]))
     args = [x, weight] + ([cast(cx, bias, dtype_of(x))] if bias is not None else [])
-    return cx.te(dense_packed, *args, name="dense_packed")
+    y = cx.te(dense_packed, *args, name="dense_packed")
+    return cx.emit(R.reshape(y, [shape_of(y)[1]])) if vector else y
 
 
 def _encoded(cx: Lowering, name: str) -> tuple[WeightFormat, list[relax.Expr]]:
@@ -988,6 +990,8 @@ def _batch_norm(cx: Lowering, x: relax.Expr, scale: relax.Expr, bias: relax.Expr
 def _normalize(cx: Lowering, x: relax.Expr, axes: list[int], epsilon: float) -> relax.Expr:
     """(x - mean) / sqrt(var + eps) over ``axes`` (biased variance)."""
     fdt = dtype_of(x)
+    if axes == [rank_of(x) - 1] and fdt == "float32" and vecmath.partial_reducible(shape_of(x)[-1]):
+        return cx.te(vecmath.normalize, x, axes[0], epsilon, name="normalize")
     mean = cx.emit(R.mean(x, axes, keepdims=True))
     centered = cx.emit(R.subtract(x, mean))
     var = cx.emit(R.mean(R.multiply(centered, centered), axes, keepdims=True))

@@ -10,8 +10,9 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
                     GEMM / streaming GEMV with the elementwise epilogue fused
     conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width
     elementwise.py  injective PrimFuncs: one flat parallel + vectorised loop
-    vecmath.py      float32 exp / erf / softmax as vectorisable arithmetic (no scalar libm calls)
-    (dlight)        reductions with injective neighbours (softmax, layer norm): ``dlight.cpu.Reduction``
+    vecmath.py      float32 exp / erf / softmax / layer norm as vectorisable arithmetic (no scalar libm calls)
+    reduction.py    row reductions with injective neighbours (softmax, layer norm): rows in parallel, partial
+                    sums/maxima vectorised (``dlight.cpu.Reduction`` plus vector partials)
 """
 from tvm.s_tir import dlight as dl
 
@@ -19,12 +20,13 @@ from .conv import DirectConv2D, conv2d_direct
 from .encoded import WeightFormat, decode_weight, dense_encoded
 from .elementwise import Injective
 from . import vecmath
+from .reduction import RowReduction
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
 from .w8a8 import VnniMatmul, dense_w8a8, quantize_input
 
-CPU_RULES = (VnniMatmul(), RegisterTiledMatmul(), DirectConv2D(), dl.cpu.Reduction(), Injective())
+CPU_RULES = (VnniMatmul(), RegisterTiledMatmul(), DirectConv2D(), RowReduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "VnniMatmul", "WeightFormat",
+__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "RowReduction", "VnniMatmul", "WeightFormat",
            "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed", "dense_w8a8",
            "quantize_input", "vecmath"]
