@@ -14,8 +14,6 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
     reduction.py    row reductions with injective neighbours (softmax, layer norm): rows in parallel, partial
                     sums/maxima vectorised (``dlight.cpu.Reduction`` plus vector partials)
 """
-from tvm.s_tir import dlight as dl
-
 from .conv import DirectConv2D, conv2d_direct
 from .encoded import WeightFormat, decode_weight, dense_encoded
 from .elementwise import Injective
@@ -27,6 +25,6 @@ from .w8a8 import VnniMatmul, dense_w8a8, quantize_input
 CPU_RULES = (VnniMatmul(), RegisterTiledMatmul(), DirectConv2D(), RowReduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "RowReduction", "VnniMatmul", "WeightFormat",
-           "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed", "dense_w8a8",
-           "quantize_input", "vecmath"]
+__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "RowReduction", "VnniMatmul",
+           "WeightFormat", "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed",
+           "dense_w8a8", "quantize_input", "vecmath"]
