@@ -164,18 +164,23 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         block, lane = sch.split(col, [blocks, LANES])
         sch.reorder(g, row, block, lane)
         sch.compute_at(sums, g, preserve_unit_loops=True)
-        *_, s_row, s_col, s_group, gi, ji = sch.get_loops(sums)
+        # the group's reduction: (gi, ji), ji a whole word of nibbles and indices (constant shifts once unrolled),
+        # or gi alone when the compute writes a word's nibbles out itself
+        inner = 2 if sum(v.iter_type == tirx.IterVar.CommReduce for v in sch.get(sums).iter_vars) == 2 else 1
+        *_, s_row, s_col, s_group = sch.get_loops(sums)[:-inner]
+        reduce = sch.get_loops(sums)[-inner:]
         s_block, s_lane = sch.split(s_col, [blocks, LANES])
-        sch.reorder(s_group, gi, ji, s_row, s_block, s_lane)
+        sch.reorder(s_group, *reduce, s_row, s_block, s_lane)
         sch.vectorize(s_lane)
         sch.unroll(s_block)
         sch.unroll(s_row)
-        sch.unroll(ji)  # whole bytes of nibbles and indices: constant shifts once unrolled
+        if inner == 2:
+            sch.unroll(reduce[1])
         sch.vectorize(lane)
         sch.unroll(block)
         sch.unroll(row)
         _parallel_tiles(sch, tile, write_back, blocks, LANES)
-        for block_rv, loop in ((sums, gi), (top, g)):
+        for block_rv, loop in ((sums, reduce[0]), (top, g)):
             sch.vectorize(sch.get_loops(sch.decompose_reduction(block_rv, loop))[-1])
         return sch
 

@@ -17,7 +17,8 @@ from tvm import te, tirx, topi
 # quantization) was emitted as scalar code, which LLVM re-vectorised across the outer loop with gathers and
 # byte-wise scatters: a MiniLM activation's quantization took 23 us instead of 3. LLVM lowers the vector form to
 # one ``vrndscaleps`` (x86) / ``frintx`` (ARM).
-tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
+if not tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable"):  # once, however the module is imported
+    tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
 
 _EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
