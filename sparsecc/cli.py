@@ -235,9 +235,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> None:
     from sparsecc.backends.tvm import prepare_graph
+    from sparsecc.backends.tvm.remote import pool_size
     from sparsecc.backends.tvm.tuning import tune_graph
     from sparsecc.compiler import capture
     from sparsecc.passes.pipeline import canonicalize
+
+    if args.key and not args.tracker:
+        raise SparseccError("--key is for --tracker")
+    if args.tracker:  # before the model is loaded: a wrong address or key fails in seconds
+        pool_size(args.tracker, args.key, args.timeout)
 
     shapes = {}
     for spec in args.input:
@@ -246,7 +252,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
             raise SparseccError(f"--input {spec!r}: dtypes come from the model; give NAME=SHAPE only")
         shapes[name] = dims
     graph = prepare_graph(canonicalize()(capture(args.model, input_shapes=shapes or None)), args.target)
-    report = tune_graph(graph, args.target, trials=args.trials, db_root=args.db, cost_model=args.cost_model)
+    report = tune_graph(graph, args.target, trials=args.trials, db_root=args.db, cost_model=args.cost_model,
+                        tracker=args.tracker, key=args.key, timeout=args.timeout)
     print(f"tuned {args.model} for {args.target}: {report.kept} of {len(report.tasks)} kernels beat their "
           f"template; `sparsecc compile` applies them from {report.database}")
 
@@ -348,12 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("tune", help="MetaSchedule-tune a model's kernels into a database that compile applies",
-                       description="Tunes every fused kernel of the model with MetaSchedule (local builder and "
-                       "runner: x86 here, cuda on a local GPU) and keeps a kernel's best schedule only if it "
-                       "beats the hand-written template. Records go to DB/<target key>/; `sparsecc compile` for "
-                       "the same target and TVM version applies them automatically.", epilog=EPILOG)
+                       description="Tunes every fused kernel of the model with MetaSchedule and keeps a kernel's "
+                       "best schedule only if it beats the hand-written template. Candidates are built here and "
+                       "timed here (x86, or cuda on a local GPU) or, with --tracker/--key, on the devices "
+                       "registered with a TVM RPC tracker under that key (one measuring worker per device; "
+                       "arm64 boards included). Records go to DB/<target key>/; `sparsecc compile` for the same "
+                       "target and TVM version applies them automatically.", epilog=EPILOG)
     p.add_argument("model", help="path to a .onnx file or a torch.export .pt2 archive")
-    p.add_argument("--target", default="x86", help="x86 (this host's CPU) or cuda / cuda:sm_XX (a local GPU)")
+    p.add_argument("--target", default="x86", help="x86 (this host's CPU), cuda / cuda:sm_XX (a local GPU), or "
+                   "any target (arm64, ...) with --tracker")
     p.add_argument("--trials", type=int, default=64, help="measured candidates over all kernels (default 64; "
                    "about 3 s each on 2 cores)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=SHAPE",
@@ -362,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.cache/sparsecc/tuning)")
     p.add_argument("--cost-model", default="auto", choices=("auto", "xgb", "random"),
                    help="MetaSchedule cost model (auto: xgb if xgboost is installed, else random)")
+    p.add_argument("--tracker", metavar="HOST:PORT", help="time the candidates on the devices of this TVM RPC "
+                   "tracker's pool (needs --key)")
+    p.add_argument("--key", default=None, help="device key: the tracker pool to measure on")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each step of reaching the "
+                   "tracker (default 10)")
     p.set_defaults(fn=cmd_tune)
     return ap
 

@@ -3,10 +3,37 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import numpy as np
 import pytest
 import torch
+
+
+POOL_KEY = "sparsecc-test"
+"""Device key of the loopback ``tracker_pool``."""
+
+
+@pytest.fixture(scope="module")
+def tracker_pool():
+    """A TVM RPC tracker on 127.0.0.1 with two servers registered under ``POOL_KEY`` (each a Python process that
+    imports TVM: about 4 s); yields the tracker's address."""
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker(host="127.0.0.1", port=9500, port_end=9600, silent=True)
+    servers = [rpc.Server(host="127.0.0.1", port=9600, port_end=9700, tracker_addr=("127.0.0.1", tracker.port),
+                          key=POOL_KEY, silent=True) for _ in range(2)]
+    client = rpc.connect_tracker("127.0.0.1", tracker.port)
+    deadline = time.monotonic() + 30
+    while sum(i["key"] == f"server:{POOL_KEY}" for i in client.summary()["server_info"]) < 2:
+        assert time.monotonic() < deadline, "the two servers did not register with the tracker"
+        time.sleep(0.2)
+    client.close()
+    yield f"127.0.0.1:{tracker.port}"
+    for server in servers:
+        server.terminate()
+    tracker.terminate()
 
 
 @pytest.fixture(scope="session")

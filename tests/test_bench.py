@@ -24,8 +24,9 @@ from sparsecc.bench import EMULATED_NOTE, emulated_on_loopback, host_arch, summa
 from sparsecc.cli import main
 from sparsecc.ir.graph import Graph, TensorType
 
+from conftest import POOL_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
-POOL_KEY = "sparsecc-test"
 RNG = np.random.default_rng(0)
 
 
@@ -54,27 +55,6 @@ def rpc_server():
     server = rpc.Server(host="127.0.0.1", port=9400, port_end=9500, silent=True)
     yield f"127.0.0.1:{server.port}"
     server.terminate()
-
-
-@pytest.fixture(scope="module")
-def tracker_pool():
-    """A tracker with two servers registered under POOL_KEY; yields the tracker's address."""
-    from tvm import rpc
-    from tvm.rpc.tracker import Tracker
-
-    tracker = Tracker(host="127.0.0.1", port=9500, port_end=9600, silent=True)
-    servers = [rpc.Server(host="127.0.0.1", port=9600, port_end=9700, tracker_addr=("127.0.0.1", tracker.port),
-                          key=POOL_KEY, silent=True) for _ in range(2)]
-    client = rpc.connect_tracker("127.0.0.1", tracker.port)
-    deadline = time.monotonic() + 30
-    while sum(i["key"] == f"server:{POOL_KEY}" for i in client.summary()["server_info"]) < 2:
-        assert time.monotonic() < deadline, "the two servers did not register with the tracker"
-        time.sleep(0.2)
-    client.close()
-    yield f"127.0.0.1:{tracker.port}"
-    for server in servers:
-        server.terminate()
-    tracker.terminate()
 
 
 def dead_address() -> str:

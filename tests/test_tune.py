@@ -96,3 +96,31 @@ def test_tune_then_compile_applies_records_only_for_that_target(tmp_path):
     other = dict(json.loads(str(target)), **{"num-cores": int(target.attrs["num-cores"]) + 1})  # another key
     cm_other = sparsecc.compile(None, graph=graph, target=other, tuning_db=tmp_path)
     assert cm_other.manifest["metrics"]["tuned_functions"] == 0
+
+
+@pytest.mark.slow
+def test_tune_over_tracker_times_on_the_pool(tmp_path, tracker_pool):
+    """``--tracker/--key``: every template baseline and candidate is timed by MetaSchedule's RPC runner on the
+    pool's devices (uploaded as shared libraries built here), and the winners land in the same database."""
+    from conftest import POOL_KEY
+    from sparsecc.backends.tvm import prepare_graph, resolve_target
+    from sparsecc.backends.tvm.tuning import database_dir, tune_graph
+
+    target = resolve_target("x86")
+    lines: list[str] = []
+    report = tune_graph(prepare_graph(conv1d_graph(), target), target, trials=2, db_root=tmp_path,
+                        cost_model="random", tracker=tracker_pool, key=POOL_KEY, log=lines.append)
+    assert f"timed on 2 '{POOL_KEY}' devices of tracker {tracker_pool}" in lines[0]
+    assert report.tasks and all(r.template_ms is not None and r.template_ms > 0 for r in report.tasks)
+    assert any(r.tuned_ms is not None and r.tuned_ms > 0 for r in report.tasks)  # candidates ran on the pool
+    assert sum(r.trials for r in report.tasks) >= 2
+    assert report.database == database_dir(target, tmp_path) and (report.database / "target.json").exists()
+
+
+def test_tune_over_tracker_names_a_missing_key(tracker_pool, capsys):
+    """Checked before the model is even read."""
+    from sparsecc.cli import main
+
+    argv = ["tune", "model.onnx", "--tracker", tracker_pool, "--key", "no-such-key"]
+    assert main(argv) == 2
+    assert "has no device registered under key 'no-such-key'" in capsys.readouterr().err

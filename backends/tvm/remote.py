@@ -119,21 +119,40 @@ def registered_keys(summary: Mapping[str, Any]) -> list[str]:
     return sorted(keys)
 
 
-def _request_from_tracker(host: str, port: int, key: str, timeout: float) -> Any:
+def _pool(host: str, port: int, key: str, timeout: float) -> tuple[Any, int]:
+    """A session with the tracker and how many servers are registered with it under ``key`` (at least one)."""
     from tvm import rpc
 
     where = f"RPC tracker at {host}:{port}"
     _probe(host, port, timeout, "RPC tracker")
     try:
         tracker = _bounded(lambda: rpc.connect_tracker(host, port), timeout, f"{where} (is it a tracker?)")
-        keys = registered_keys(_bounded(tracker.summary, timeout, where))
+        summary = _bounded(tracker.summary, timeout, where)
     except RemoteError:
         raise
     except (RuntimeError, OSError) as e:
         raise RemoteError(f"{where} does not answer as a TVM RPC tracker ({_message(e)})") from None
+    keys = registered_keys(summary)
     if key not in keys:
+        tracker.close()
         raise RemoteError(f"{where} has no device registered under key {key!r} "
                           f"(registered: {', '.join(keys) or 'none'})")
+    return tracker, sum(info.get("key") == f"server:{key}" for info in summary.get("server_info", []))
+
+
+def pool_size(tracker: str, key: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> int:
+    """How many devices are registered with the tracker at ``tracker`` ("HOST:PORT") under ``key``; a
+    ``RemoteError`` that says why when the tracker cannot be reached or has none."""
+    if not key:
+        raise RemoteError("--tracker needs --key: the device key the servers registered with")
+    session, count = _pool(*parse_address(tracker, "--tracker"), key, timeout)
+    session.close()
+    return count
+
+
+def _request_from_tracker(host: str, port: int, key: str, timeout: float) -> Any:
+    where = f"RPC tracker at {host}:{port}"
+    tracker, _ = _pool(host, port, key, timeout)
     try:
         return _bounded(lambda: tracker.request(key, max_retry=1), timeout,
                         f"{where} (every {key!r} device busy?)")

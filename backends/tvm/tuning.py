@@ -20,8 +20,12 @@ Functions with symbolic dims are skipped: MetaSchedule measures concrete shapes 
 model, features, core count, triple; CUDA arch) and the TVM version, so a record measured on one CPU is never
 applied to arm64, another CPU, or a TVM whose schedule primitives may replay differently.
 
-**Where it runs.** The local builder and runner: x86 on this machine (and CUDA where a GPU is present). Cross targets
-(arm64) would need an RPC runner on the device, which this module does not wire up; ``tune_graph`` says so.
+**Where it runs.** Candidates are always built here. Without a tracker they are timed here by MetaSchedule's
+local runner: x86 on this machine, CUDA where a GPU is present. With ``tracker="HOST:PORT", key=KEY`` (``sparsecc
+tune --tracker --key``) they are timed on the devices registered with that TVM RPC tracker under KEY, by
+MetaSchedule's ``RPCRunner`` with one worker per device, so a pool of boards shares the measurements; each
+candidate is uploaded as a shared library linked by the target's compiler (the aarch64 cross compiler for arm64),
+so the boards need no compiler. The templates' baselines are timed the same way, on the same devices.
 """
 from __future__ import annotations
 
@@ -34,13 +38,14 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sparsecc.errors import SparseccError
 from sparsecc.ir.graph import Graph
 
-from .targets import TargetLike, physical_cores, resolve_target, target_name
+from .targets import TargetLike, export_cc, physical_cores, resolve_target, target_name
 
 ENV_VAR = "SPARSECC_TUNING_DB"
 DEFAULT_ROOT = Path("~/.cache/sparsecc/tuning")
@@ -165,18 +170,22 @@ def fused_module(graph: Graph, target: TargetLike) -> Any:
 
 def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
                db_root: str | os.PathLike | None = None, cost_model: str = "auto", seed: int = 0,
+               tracker: str | None = None, key: str | None = None, timeout: float = 10.0,
                log: Callable[[str], None] = print) -> TuneReport:
     """Tunes the fused TIR functions of ``graph`` (already through ``prepare_graph``) with MetaSchedule, at most
     ``trials`` measured candidates over all tasks, and adds the winners to ``database_dir(target, db_root)``.
 
-    ``cost_model``: "xgb", "random", or "auto" (xgb when xgboost is installed). Progress goes to ``log``.
+    ``cost_model``: "xgb", "random", or "auto" (xgb when xgboost is installed). ``tracker`` ("HOST:PORT") and
+    ``key``: time on the tracker's devices registered under ``key`` instead of here (``timeout``: seconds for each
+    step of reaching the tracker). Progress goes to ``log``.
     """
     from tvm.s_tir import meta_schedule as ms
 
     if trials < 1:
         raise SparseccError(f"trials must be >= 1, not {trials}")
     t = resolve_target(target)
-    _check_runs_here(t)
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50)
+    runner, where = _runner(t, evaluator, tracker, key, timeout)
     if cost_model == "auto":
         cost_model = "xgb" if _have_xgboost() else "random"
     t0 = time.perf_counter()
@@ -189,12 +198,12 @@ def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
         raise SparseccError("nothing to tune: every fused function has symbolic dims; fix them with --input "
                             "NAME=SHAPE")
     log(f"[tune] {len(static)} tasks ({len(skipped)} with symbolic dims skipped), {trials} trials, "
-        f"cost model {cost_model}, target key {db_dir.name}")
+        f"cost model {cost_model}, target key {db_dir.name}, timed on {where}")
 
     # One build worker: the builds share the cores with the runner's timing. Its first job also pays for the
     # worker's TVM import, which alone took over 30 s (the default timeout) on a busy 2-core machine here.
-    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=120)
-    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50))
+    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=120,
+                                      f_export=None if tracker is None else partial(export_shared, cc=export_cc(t)))
     templates = _measure_templates([task.dispatched[0] for task in static], t, builder, runner)
     for task, ms_ in zip(static, templates):
         log(f"[tune] template {task.task_name}: " + ("build/run failed" if ms_ is None else _fmt(ms_)))
@@ -218,6 +227,32 @@ def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
     return report
 
 
+def _runner(t: Any, evaluator: Any, tracker: str | None, key: str | None, timeout: float) -> tuple[Any, str]:
+    """MetaSchedule's runner for ``t`` and where it times: here, or one worker per device of the tracker's pool."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if tracker is None:
+        _check_runs_here(t)
+        return ms.runner.LocalRunner(evaluator_config=evaluator), "this machine"
+    from .remote import parse_address, pool_size
+
+    devices = pool_size(tracker, key, timeout)
+    host, port = parse_address(tracker, "--tracker")
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
+                                 session_timeout_sec=max(int(timeout), 60))
+    return (ms.runner.RPCRunner(config, evaluator, max_workers=devices),
+            f"{devices} '{key}' device{'s' * (devices > 1)} of tracker {tracker}")
+
+
+def export_shared(module: Any, cc: str | None) -> str:
+    """MetaSchedule's export step for a remote runner: a shared library linked here by the target's compiler,
+    which a device loads without a compiler of its own (MetaSchedule's default, a tar of objects, is linked by
+    the device)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="sparsecc-tune-"), "candidate.so")
+    module.export_library(path, **({"cc": cc} if cc else {}))
+    return path
+
+
 def _check_runs_here(t: Any) -> None:
     """The local runner measures on this machine: only a target of this machine's kind can be tuned."""
     import tvm
@@ -229,8 +264,9 @@ def _check_runs_here(t: Any) -> None:
             raise SparseccError("tuning for cuda measures on a local GPU, and there is none here")
         return
     if t.kind.name != "llvm" or name != "x86" or not codegen.llvm_get_system_triple().startswith("x86_64"):
-        raise SparseccError(f"tuning for {name} needs that device to measure on; only x86 (this machine) and a "
-                            "local cuda GPU are supported")
+        raise SparseccError(f"tuning for {name} needs that device to measure on: give the TVM RPC tracker its "
+                            "servers registered with (--tracker HOST:PORT --key KEY); here, only x86 (this machine) "
+                            "and a local cuda GPU can be timed")
 
 
 @contextlib.contextmanager
