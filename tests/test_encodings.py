@@ -337,6 +337,7 @@ SHAPES = {  # id: (rows O, reduction K, leading dims, bias, epilogue)
     "gelu": (32, 64, (2, 3), True, "gelu"),           # fused epilogue after the linear
     "symbolic": (32, 128, ("batch", 4), False, None),  # symbolic leading dim, run with batch 3
     "vector": (32, 64, (), True, None),               # a 1-D input: decode path even when packed
+    "rows16": (32, 128, ("batch", 16), True, "gelu"),  # >= 16 rows: N:M decoded once per call, then dense GEMM
 }
 
 
@@ -407,18 +408,27 @@ def test_linear_kernel_matches_interpreter(kind, shape):
 
 def test_packed_encoded_kernel_is_scheduled():
     """A CPU-packed compressed linear lowers to one dense_encoded PrimFunc scheduled by the register-tiled
-    template, with the gelu epilogue fused into it; a refused one lowers to decode_weight instead."""
+    template, with the gelu epilogue fused into it; from 16 rows an N:M one decodes its weight once per call into a
+    packed dense weight for the dense kernel; a refused one lowers to decode_weight instead."""
     import tvm
 
     from sparsecc.backends.tvm import lower_graph, prepare_graph
 
-    g = linear_graph(make_encoding(64, 128, (2, 4), Q(4, 16)), ("batch", 16), True, "gelu")
-    mod = lower_graph(prepare_graph(g, "x86"), "x86")
-    funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    def functions(graph):
+        mod = lower_graph(prepare_graph(graph, "x86"), "x86")
+        return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+    enc = make_encoding(64, 128, (2, 4), Q(4, 16))
+    funcs = functions(linear_graph(enc, ("batch", 4), True, "gelu"))
     encoded = [n for n in funcs if "dense_encoded" in n]
     assert len(encoded) == 1 and funcs[encoded[0]].attrs["tirx.is_scheduled"]
     assert "gelu" in encoded[0]
-    assert not any("decode_weight" in n for n in funcs)
+    assert not any("decode" in n for n in funcs)
+
+    funcs = functions(linear_graph(enc, ("batch", 16), True, "gelu"))
+    dense = [n for n in funcs if "dense_packed" in n]
+    assert len(dense) == 1 and "gelu" in dense[0] and funcs[dense[0]].attrs["tirx.is_scheduled"]
+    assert any("decode_packed" in n for n in funcs) and not any("dense_encoded" in n for n in funcs)
 
     refused = linear_graph(make_encoding(20, 128, (2, 4), Q(4, 16)), (4,), True, None)
     names = [gv.name_hint for gv, f in lower_graph(prepare_graph(refused, "x86"), "x86").functions.items()

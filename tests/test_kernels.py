@@ -161,6 +161,43 @@ def test_direct_conv_matches_torch(n, c, hw, o, k, stride, pads, dil, groups):
     np.testing.assert_allclose(compile_graph(g)(xt.numpy())[0], ref.numpy(), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("n,c,hw,o,k,stride,pads,dil", [
+    (1, 32, (7, 7), 64, 1, 1, [0, 0, 0, 0], 1),     # ResNet's last stage: 1x1 on 7x7, two channel blocks per tile
+    (2, 16, (14, 14), 32, 3, 2, [1, 1, 1, 1], 1),   # batch 2, stride 2 down to 7x7
+    (1, 8, (9, 10), 48, 3, 1, [1, 0, 1, 2], 2),     # dilation 2, asymmetric pads, 3 channel blocks (one per tile)
+    (1, 16, (14, 14), 32, 3, 1, [1, 1, 1, 1], 1),   # 14-pixel rows: one channel block per tile (1 KiB)
+])
+def test_narrow_conv_packs_its_weight_and_matches_torch(n, c, hw, o, k, stride, pads, dil):
+    """Outputs under 16 pixels wide: relayout packs the weight OIHW16o, the channel-vectorised kernel runs it
+    (bias and relu fused) and matches torch; the interpreter unpacks to the same weight."""
+    import torch
+
+    from sparsecc.backends.tvm import prepare_graph
+
+    g = Graph()
+    g.add_input("x", TensorType((n, c) + hw, "float32"))
+    w = g.add_param("w", RNG.standard_normal((o, c, k, k)).astype("float32"))
+    b = g.add_param("b", RNG.standard_normal(o).astype("float32"))
+    xt = torch.from_numpy(RNG.standard_normal((n, c) + hw).astype("float32"))
+    padded = torch.nn.functional.pad(xt, [pads[1], pads[3], pads[0], pads[2]])
+    ref = torch.relu(torch.nn.functional.conv2d(padded, torch.from_numpy(g.params[w].data),
+                                                torch.from_numpy(g.params[b].data), stride, 0, dil))
+    out_t = TensorType(tuple(ref.shape), "float32")
+    (y,) = g.add_node("conv", ["x", w, b], [out_t], {"strides": [stride] * 2, "pads": pads, "dilations": [dil] * 2})
+    (y,) = g.add_node("relu", [y], [out_t])
+    g.outputs = [y]
+    assert ref.shape[-1] < 16
+    packed = prepare_graph(g, "x86")
+    assert packed.params[w].encoding.meta == {"layout": "OIHW16o"} and packed.params[w].data.shape == (o // 16, c, k,
+                                                                                                        k, 16)
+    np.testing.assert_allclose(run_graph(packed, xt.numpy())[0], run_graph(g, xt.numpy())[0], rtol=1e-6, atol=1e-5)
+    funcs = lower_graph(packed, "x86").functions.items()
+    scheduled = [gv.name_hint for gv, f in funcs if isinstance(f, tvm.tirx.PrimFunc) and "tirx.is_scheduled" in f.attrs
+                 and "sparsecc_conv2d_packed" in f.script()]
+    assert any("relu" in name for name in scheduled), scheduled
+    np.testing.assert_allclose(compile_graph(g)(xt.numpy())[0], ref.numpy(), rtol=1e-5, atol=1e-4)
+
+
 def test_vectorisable_exp_is_within_an_ulp():
     from tvm import te
 

@@ -32,8 +32,8 @@ from sparsecc.ir.graph import Dim, Graph, Node, TensorType
 from sparsecc.ir.layouts import layout_block
 from sparsecc.ir.ops import OPS, REQUIRED
 
-from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, decode_weight, dense_encoded, dense_packed,
-                      dense_w8a8, quantize_input, vecmath)
+from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, conv2d_packed, decode_packed, decode_weight,
+                      dense_encoded, dense_packed, dense_w8a8, quantize_input, vecmath)
 
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -771,9 +771,24 @@ def _encoded(cx: Lowering, name: str) -> tuple[WeightFormat, list[relax.Expr]]:
     return WeightFormat.from_meta(meta, lanes), companions
 
 
+DECODE_ROWS = 16
+"""From this many input rows (a static count, or a symbolic one with a static factor this big: ``batch x 128``
+tokens) a linear on an N:M weight decodes the weight once per call into a dense packed one for the dense GEMM:
+reading it as stored costs a select chain per weight in every row tile (MiniLM b1 2:4+int8 took 2.2x dense)."""
+
+
+def _static_rows(x: relax.Expr) -> int:
+    """The product of the static leading dims of ``x`` (a lower bound on its row count; 0 for a 1-D ``x``)."""
+    rows = 1 if rank_of(x) >= 2 else 0
+    for d in shape_of(x)[:-1]:
+        rows *= d if isinstance(d, int) else 1
+    return rows
+
+
 def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None) -> relax.Expr:
     """``linear`` on a compressed weight: on CPU (weights packed by ``relayout``) the kernel reads the encoding as
-    stored; elsewhere the weight is decoded (``kernels.encoded``) and multiplied densely."""
+    stored, except N:M at ``DECODE_ROWS`` rows or more (decoded once per call, then the dense GEMM); elsewhere the
+    weight is decoded (``kernels.encoded``) and multiplied densely."""
     fmt, companions = _encoded(cx, cx.node.inputs[1])
     if dtype_of(x) != "float32":
         raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
@@ -783,6 +798,9 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
         return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), *args,
                      name="dense_w8a8")
+    if fmt.lanes is not None and fmt.nm is not None and _static_rows(x) >= DECODE_ROWS:
+        packed = cx.te(partial(decode_packed, fmt=fmt), weight, *companions, name="decode_packed")
+        return _linear_packed(cx, x, packed, bias)
     if fmt.lanes is not None and rank_of(x) >= 2:
         args = [x, weight, *companions] + ([bias] if bias is not None else [])
         return cx.te(partial(dense_encoded, fmt=fmt, has_bias=bias is not None), *args, name="dense_encoded")
@@ -825,9 +843,12 @@ def _add_channel_bias(cx: Lowering, y: relax.Expr, bias: relax.Expr | None) -> r
 
 
 def _conv_core(cx: Lowering, x: relax.Expr, weight: relax.Expr, strides: Sequence[int], pads: Sequence[int],
-               dilations: Sequence[int], groups: int) -> relax.Expr:
+               dilations: Sequence[int], groups: int, packed: bool = False) -> relax.Expr:
     n = _spatial(cx, x)
     dt = dtype_of(x)
+    if packed:  # relayout packed the weight OIHW16o (a narrow float32 conv2d, groups 1)
+        return cx.te(conv2d_packed, cast(cx, x, dt), weight, list(strides), list(pads), list(dilations),
+                     name="conv2d")
     if n == 2 and dt == "float32" and all(isinstance(d, int) for d in shape_of(x)[1:] + shape_of(weight)):
         # the vectorised template (kernels/conv.py)
         return cx.te(conv2d_direct, x, cast(cx, weight, dt), list(strides), list(pads), list(dilations), groups,
@@ -847,7 +868,9 @@ def _conv(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | No
         fmt, companions = _encoded(cx, cx.node.inputs[1])
         shape = cx.graph.params[cx.node.inputs[1]].encoding.meta["shape"]
         weight = cx.te(partial(decode_weight, fmt=fmt, shape=shape), weight, *companions, name="decode_weight")
-    y = _conv_core(cx, x, weight, strides, pads, dilations, groups)
+    packed = _param_layout(cx, cx.node.inputs[1]) is not None and not encodings.is_compressed(cx.graph,
+                                                                                              cx.node.inputs[1])
+    y = _conv_core(cx, x, weight, strides, pads, dilations, groups, packed)
     return cast(cx, _add_channel_bias(cx, y, bias), dt)
 
 

@@ -8,23 +8,24 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
     w8a8.py         linear with a statically quantized uint8 input and int8 weights: VNNI dot products
     matmul.py       linear on a packed weight (layout OI16o) and batched matmul of activations: register-tiled
                     GEMM / streaming GEMV with the elementwise epilogue fused
-    conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width
+    conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width; on a weight
+                    packed OIHW16o (narrow outputs), vectorised along the output channels
     elementwise.py  injective PrimFuncs: one flat parallel + vectorised loop
     vecmath.py      float32 exp / erf / softmax / layer norm as vectorisable arithmetic (no scalar libm calls)
     reduction.py    row reductions with injective neighbours (softmax, layer norm): rows in parallel, partial
                     sums/maxima vectorised (``dlight.cpu.Reduction`` plus vector partials)
 """
-from .conv import DirectConv2D, conv2d_direct
-from .encoded import WeightFormat, decode_weight, dense_encoded
+from .conv import DirectConv2D, PackedConv2D, conv2d_direct, conv2d_packed
+from .encoded import WeightFormat, decode_packed, decode_weight, dense_encoded
 from .elementwise import Injective
 from . import vecmath
 from .reduction import RowReduction
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
 from .w8a8 import VnniMatmul, dense_w8a8, quantize_input
 
-CPU_RULES = (VnniMatmul(), RegisterTiledMatmul(), DirectConv2D(), RowReduction(), Injective())
+CPU_RULES = (VnniMatmul(), RegisterTiledMatmul(), DirectConv2D(), PackedConv2D(), RowReduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "RegisterTiledMatmul", "RowReduction", "VnniMatmul",
-           "WeightFormat", "batch_matmul", "conv2d_direct", "decode_weight", "dense_encoded", "dense_packed",
-           "dense_w8a8", "quantize_input", "vecmath"]
+__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "Injective", "PackedConv2D", "RegisterTiledMatmul", "RowReduction",
+           "VnniMatmul", "WeightFormat", "batch_matmul", "conv2d_direct", "conv2d_packed", "decode_packed",
+           "decode_weight", "dense_encoded", "dense_packed", "dense_w8a8", "quantize_input", "vecmath"]

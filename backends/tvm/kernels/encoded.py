@@ -299,3 +299,12 @@ def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape
         return out
 
     return te.compute(tuple(shape), element, name="decode_weight")
+
+
+def decode_packed(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat) -> te.Tensor:
+    """The dense float32 weight an encoding stands for, packed ``OI{b}o`` (``[O/b, K, b]``) for ``dense_packed``:
+    a batched linear on an N:M weight decodes it once per call instead of once per row tile."""
+    dense = decode_weight(w, *companions, fmt=fmt, shape=[fmt.rows, fmt.reduction])
+    b = fmt.lanes
+    return te.compute((fmt.rows // b, fmt.reduction, b), lambda ob, k, lane: dense[ob * b + lane, k],
+                      name="decode_packed")
