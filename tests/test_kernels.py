@@ -162,14 +162,15 @@ def test_direct_conv_matches_torch(n, c, hw, o, k, stride, pads, dil, groups):
 
 
 @pytest.mark.parametrize("n,c,hw,o,k,stride,pads,dil", [
-    (1, 32, (7, 7), 64, 1, 1, [0, 0, 0, 0], 1),     # ResNet's last stage: 1x1 on 7x7, two channel blocks per tile
+    (1, 128, (7, 7), 64, 1, 1, [0, 0, 0, 0], 1),    # ResNet's last stage: 1x1 on 7x7, two channel blocks per tile
     (2, 16, (14, 14), 32, 3, 2, [1, 1, 1, 1], 1),   # batch 2, stride 2 down to 7x7
-    (1, 8, (9, 10), 48, 3, 1, [1, 0, 1, 2], 2),     # dilation 2, asymmetric pads, 3 channel blocks (one per tile)
+    (1, 16, (9, 10), 48, 3, 1, [1, 0, 1, 2], 2),    # dilation 2, asymmetric pads, 3 channel blocks (one per tile)
     (1, 16, (14, 14), 32, 3, 1, [1, 1, 1, 1], 1),   # 14-pixel rows: one channel block per tile (1 KiB)
 ])
 def test_narrow_conv_packs_its_weight_and_matches_torch(n, c, hw, o, k, stride, pads, dil):
-    """Outputs under 16 pixels wide: relayout packs the weight OIHW16o, the channel-vectorised kernel runs it
-    (bias and relu fused) and matches torch; the interpreter unpacks to the same weight."""
+    """Outputs under 16 pixels wide, sums of at least 128 products: relayout packs the weight OIHW16o, the
+    channel-vectorised kernel runs it (bias and relu fused) and matches torch; the interpreter unpacks to the same
+    weight. A short reduction keeps the direct kernel."""
     import torch
 
     from sparsecc.backends.tvm import prepare_graph
@@ -196,6 +197,14 @@ def test_narrow_conv_packs_its_weight_and_matches_torch(n, c, hw, o, k, stride, 
                  and "sparsecc_conv2d_packed" in f.script()]
     assert any("relu" in name for name in scheduled), scheduled
     np.testing.assert_allclose(compile_graph(g)(xt.numpy())[0], ref.numpy(), rtol=1e-5, atol=1e-4)
+
+    short = Graph()
+    short.add_input("x", TensorType((1, 16, 7, 7), "float32"))
+    sw = short.add_param("w", RNG.standard_normal((32, 16, 1, 1)).astype("float32"))
+    (y,) = short.add_node("conv", ["x", sw], [TensorType((1, 32, 7, 7), "float32")],
+                          {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1]})
+    short.outputs = [y]
+    assert prepare_graph(short, "x86").params[sw].encoding.meta == {}
 
 
 def test_vectorisable_exp_is_within_an_ulp():

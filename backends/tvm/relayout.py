@@ -21,6 +21,11 @@ NARROW_WIDTH = 16
 its weight packed ``OIHW16o``: its kernel vectorises along output channels instead of along a row, which 7 pixels
 filled under half (ResNet-50's 7 x 7 convolutions: 50-69 -> 85-106 GMAC/s; 14 x 14: 92-100 -> 98-112)."""
 
+NARROW_MIN_REDUCTION = 128
+"""... and only if each output sums at least this many products (``C x kh x kw``): the channel-vectorised tile is
+written back to NCHW with strided stores, which a short reduction does not pay for (the digits CNN's 16 -> 32
+1 x 1 convolution ran 20x slower packed, its 32 -> 64 3 x 3 one twice as fast)."""
+
 PAD_MAX = 1 / 8
 """A dense weight is padded to a whole number of blocks only if that adds at most this fraction of its rows (a
 1000-class head: 1008 rows); a small one (10 classes, a rank-4 factor) would mostly compute zeros."""
@@ -64,14 +69,15 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
 
 def _pack_narrow_conv(graph: Graph, node: Node, users: dict[str, list[Node]]) -> None:
     """Packs ``OIHW16o`` the dense float32 weight of a 2-D, ungrouped convolution with narrow output rows
-    (``NARROW_WIDTH``) whose output channels fill whole blocks and that nothing else reads."""
+    (``NARROW_WIDTH``) and a long enough reduction (``NARROW_MIN_REDUCTION``), whose output channels fill whole
+    blocks and that nothing else reads."""
     name = node.inputs[1]
     param = graph.params.get(name)
     out = graph.types[node.outputs[0]].shape
     if (param is None or param.encoding.kind != "dense" or param.encoding.meta or param.data.dtype != np.float32
             or param.data.ndim != 4 or param.data.shape[0] % LANES or node.attrs.get("groups", 1) != 1
             or len(users[name]) != 1 or name in graph.outputs or not isinstance(out[-1], int)
-            or out[-1] >= NARROW_WIDTH):
+            or out[-1] >= NARROW_WIDTH or np.prod(param.data.shape[1:]) < NARROW_MIN_REDUCTION):
         return
     layout = conv_layout(LANES)
     graph.params[name] = Param(pack(param.data, layout), Encoding("dense", {"layout": layout}))
