@@ -847,8 +847,7 @@ def _conv_core(cx: Lowering, x: relax.Expr, weight: relax.Expr, strides: Sequenc
     n = _spatial(cx, x)
     dt = dtype_of(x)
     if packed:  # relayout packed the weight OIHW16o (a narrow float32 conv2d, groups 1)
-        return cx.te(conv2d_packed, cast(cx, x, dt), weight, list(strides), list(pads), list(dilations),
-                     name="conv2d")
+        return cx.te(conv2d_packed, x, weight, list(strides), list(pads), list(dilations), name="conv2d")
     if n == 2 and dt == "float32" and all(isinstance(d, int) for d in shape_of(x)[1:] + shape_of(weight)):
         # the vectorised template (kernels/conv.py)
         return cx.te(conv2d_direct, x, cast(cx, weight, dt), list(strides), list(pads), list(dilations), groups,

@@ -139,7 +139,6 @@ class DirectConv2D(dl.ScheduleRule):
         return sch
 
 
-
 class PackedConv2D(dl.ScheduleRule):
     """Schedules a PrimFunc holding ``PACKED_CONV_BLOCK``: a register tile of one output row x ``PACKED_BLOCKS``
     blocks of 16 output channels; each reduction step loads one weight vector per block and broadcasts one input

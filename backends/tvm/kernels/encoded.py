@@ -11,7 +11,8 @@ One TE compute covers every encoding, because the two stages compose independent
 ``y[..., o] = sum_j x[..., column(o, j)] * value(o, j)``: the float operations of the decode are those of
 ``EncodedWeight.dense`` (so the interpreter computes the same weights), only the summation order differs. A
 quantized weight's scale is factored out of its group: ``sum_g scale(o, g) * sum_(j in g) x[..., column(o, j)] *
-code(o, j)``, one multiply per group instead of one per weight (equal up to float rounding).
+code(o, j)``, one multiply per group instead of one per weight (equal up to float rounding); dense int4 on CPU
+sums ``1 + nibble / 16`` instead of the code and corrects with the input's own group sums (``_int4_by_mantissa``).
 
 On CPU every array is packed ``OI{b}o`` (``[O/b, columns, b]``) so the register-tiled schedule of ``matmul.py``
 streams ``b`` outputs per vector; the reduction is split in two axes, ``(jo, ji)``, whose inner extent covers a
@@ -247,7 +248,7 @@ def _int4_by_mantissa(x: te.Tensor, w: te.Tensor, scales: te.Tensor, zeros: te.T
     shift, and-or, FMA: a quarter fewer vector operations than decoding ``code`` itself; the reassociation costs a
     few bits of float rounding (``f`` sits in [1, 2), ``code / 16`` in [-0.5, 0.5)). N:M picks a different input
     per output, so it has no shared ``X_g`` and keeps the direct decode."""
-    *lead, k = x.shape
+    *lead, _ = x.shape
     read, scale = row_reader(w, fmt.lanes), row_reader(scales, fmt.lanes)
     zero = row_reader(zeros, fmt.lanes) if zeros is not None else None
     group, per = fmt.group or fmt.columns, fmt.word_bits // 4
