@@ -104,20 +104,30 @@ def _lanes(width: int) -> int:
     return next((d for d in range(16, 7, -1) if width % d == 0), 16)
 
 
+def _conv_with_write_back(func: tirx.PrimFunc, target: Target, name: str) -> tuple | None:
+    """For a CPU PrimFunc holding the conv block ``name``: (schedule, conv block, its write-back with the epilogue
+    folded in, the pad block or None); None when the function is not one or its epilogue does not fold. The padded
+    input stays materialised, so the inner loop has no bounds checks."""
+    if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        return None
+    sch = s_tir.Schedule(func)
+    conv = find_block(sch, name)
+    if conv is None:
+        return None
+    out = tile_write_back(sch, conv, keep=(PAD_BLOCK,))
+    if out is None:
+        return None
+    return sch, conv, out, find_block(sch, PAD_BLOCK)
+
+
 class DirectConv2D(dl.ScheduleRule):
     """Schedules a PrimFunc holding ``CONV_BLOCK`` (plus its pad and an elementwise epilogue)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        found = _conv_with_write_back(func, target, CONV_BLOCK)
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        conv = find_block(sch, CONV_BLOCK)
-        if conv is None:
-            return None
-        out = tile_write_back(sch, conv, keep=(PAD_BLOCK,))  # the padded input stays materialised: no bounds checks
-        if out is None:
-            return None
-        pad = find_block(sch, PAD_BLOCK)
+        sch, conv, out, pad = found
         b, o, h, v = sch.get_loops(out)
         channels = int(sch.get(o).extent)
         rows = next(r for r in ROWS if channels % r == 0)  # each row finds its own group's input: any count works
@@ -146,17 +156,11 @@ class PackedConv2D(dl.ScheduleRule):
     written back to NCHW with the channels strided, once per tile."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        found = _conv_with_write_back(func, target, PACKED_CONV_BLOCK)
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        conv = find_block(sch, PACKED_CONV_BLOCK)
-        if conv is None:
-            return None
+        sch, conv, out, pad = found
         lanes = int(sch.get(conv).reads[-1].source.shape[-1])
-        out = tile_write_back(sch, conv, keep=(PAD_BLOCK,))
-        if out is None:
-            return None
-        pad = find_block(sch, PAD_BLOCK)
         b, o, h, v = sch.get_loops(out)
         width, channel_blocks = int(sch.get(v).extent), int(sch.get(o).extent) // lanes
         blocks = next(k for k in range(PACKED_BLOCKS, 0, -1)
