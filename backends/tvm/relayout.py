@@ -51,20 +51,25 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
         if node.op != "linear":
             continue
         name = node.inputs[1]
-        param = graph.params.get(name)
         if encodings.is_compressed(graph, name):
             if encodings.can_relayout(graph, name, LANES) and len(users[name]) == 1:
                 encodings.relayout(graph, name, LANES)
             continue
-        if (param is None or param.encoding.kind != "dense" or param.encoding.meta or param.data.dtype != np.float32
-                or param.data.ndim != 2 or name in graph.outputs
+        if (not _plain_float32(graph, name, 2)
                 or any(u.op != "linear" or u.inputs.index(name) != 1 for u in users[name])):
             continue
-        if param.data.shape[0] % LANES and (len(users[name]) != 1 or not _pad_outputs(graph, node, users)):
+        if graph.params[name].data.shape[0] % LANES and (len(users[name]) != 1 or not _pad_outputs(graph, node, users)):
             continue
-        graph.params[name] = Param(pack(graph.params[name].data, layout), Encoding("dense", {"layout": layout}))
-        graph.types[name] = graph.params[name].type
+        _repack(graph, name, layout)
     return graph
+
+
+def _plain_float32(graph: Graph, name: str, ndim: int) -> bool:
+    """Whether ``name`` is a param stored as a plain ``ndim``-D float32 array (no encoding, no layout yet) that is
+    not also a graph output: a weight relayout may repack."""
+    param = graph.params.get(name)
+    return (param is not None and param.encoding.kind == "dense" and not param.encoding.meta
+            and param.data.dtype == np.float32 and param.data.ndim == ndim and name not in graph.outputs)
 
 
 def _pack_narrow_conv(graph: Graph, node: Node, users: dict[str, list[Node]]) -> None:
@@ -72,15 +77,16 @@ def _pack_narrow_conv(graph: Graph, node: Node, users: dict[str, list[Node]]) ->
     (``NARROW_WIDTH``) and a long enough reduction (``NARROW_MIN_REDUCTION``), whose output channels fill whole
     blocks and that nothing else reads."""
     name = node.inputs[1]
-    param = graph.params.get(name)
     out = graph.types[node.outputs[0]].shape
-    if (param is None or param.encoding.kind != "dense" or param.encoding.meta or param.data.dtype != np.float32
-            or param.data.ndim != 4 or param.data.shape[0] % LANES or node.attrs.get("groups", 1) != 1
-            or len(users[name]) != 1 or name in graph.outputs or not isinstance(out[-1], int)
-            or out[-1] >= NARROW_WIDTH or np.prod(param.data.shape[1:]) < NARROW_MIN_REDUCTION):
+    if (not _plain_float32(graph, name, 4) or graph.params[name].data.shape[0] % LANES
+            or node.attrs.get("groups", 1) != 1 or len(users[name]) != 1 or not isinstance(out[-1], int)
+            or out[-1] >= NARROW_WIDTH or np.prod(graph.params[name].data.shape[1:]) < NARROW_MIN_REDUCTION):
         return
-    layout = conv_layout(LANES)
-    graph.params[name] = Param(pack(param.data, layout), Encoding("dense", {"layout": layout}))
+    _repack(graph, name, conv_layout(LANES))
+
+
+def _repack(graph: Graph, name: str, layout: str) -> None:
+    graph.params[name] = Param(pack(graph.params[name].data, layout), Encoding("dense", {"layout": layout}))
     graph.types[name] = graph.params[name].type
 
 

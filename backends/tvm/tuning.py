@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator
 from sparsecc.errors import SparseccError
 from sparsecc.ir.graph import Graph
 
-from .targets import TargetLike, export_cc, physical_cores, resolve_target, target_name
+from .targets import TargetLike, physical_cores, resolve_target, target_name
 
 ENV_VAR = "SPARSECC_TUNING_DB"
 DEFAULT_ROOT = Path("~/.cache/sparsecc/tuning")
@@ -203,7 +203,8 @@ def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
     # One build worker: the builds share the cores with the runner's timing. Its first job also pays for the
     # worker's TVM import, which alone took over 30 s (the default timeout) on a busy 2-core machine here.
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=120,
-                                      f_export=None if tracker is None else partial(export_shared, cc=export_cc(t)))
+                                      f_export=None if tracker is None else partial(export_shared,
+                                                                                    target=target_name(t)))
     templates = _measure_templates([task.dispatched[0] for task in static], t, builder, runner)
     for task, ms_ in zip(static, templates):
         log(f"[tune] template {task.task_name}: " + ("build/run failed" if ms_ is None else _fmt(ms_)))
@@ -244,12 +245,14 @@ def _runner(t: Any, evaluator: Any, tracker: str | None, key: str | None, timeou
             f"{devices} '{key}' device{'s' * (devices > 1)} of tracker {tracker}")
 
 
-def export_shared(module: Any, cc: str | None) -> str:
-    """MetaSchedule's export step for a remote runner: a shared library linked here by the target's compiler,
-    which a device loads without a compiler of its own (MetaSchedule's default, a tar of objects, is linked by
-    the device)."""
+def export_shared(module: Any, target: str) -> str:
+    """MetaSchedule's export step for a remote runner: a shared library linked here by ``target``'s compiler
+    (``pipeline.export_library``), which a device loads without a compiler of its own (MetaSchedule's default, a
+    tar of objects, is linked by the device). ``target`` is a short name: the function is pickled to a worker."""
+    from .pipeline import export_library
+
     path = os.path.join(tempfile.mkdtemp(prefix="sparsecc-tune-"), "candidate.so")
-    module.export_library(path, **({"cc": cc} if cc else {}))
+    export_library(module, path, target)
     return path
 
 
