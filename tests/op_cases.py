@@ -334,6 +334,7 @@ for _op in ("softmax", "log_softmax"):
     add(_op, [f(2, 3, 5) * 3], {"axis": 2}, id="last")
     add(_op, [f(2, 3, 5) * 3], {"axis": 1}, id="middle")
     add(_op, [f(1, 9) * 30], {"axis": 1}, id="large")
+    add(_op, [f(2, 3, 32) * 3], {"axis": -1}, id="negative_axis_partial_lanes")
 
 # indexing and data movement
 add("gather", [f(5, 4), np.array([0, -1, 3, -5, 2], "int64")], {"axis": 0}, id="negative")

@@ -8,6 +8,7 @@ exactly, independently of the compression passes (tests/test_compress.py runs th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -404,6 +405,32 @@ def test_linear_kernel_matches_interpreter(kind, shape):
     assert packed == E.can_relayout(g, "w", 16)
     if shape == "rows20":
         assert not packed
+
+
+@pytest.mark.parametrize("kind", ["2:4", "2:4+int4-g16", "4:8+int4", "2:16"])
+@pytest.mark.parametrize("target", ["x86", {"kind": "llvm", "mcpu": "haswell"}], ids=["avx512", "avx2"])
+def test_nm_input_pick_is_a_permute_or_a_select_chain(kind, target):
+    """``kernels/window_gather.py``: the per-lane input an N:M weight picks compiles to ``vpermps`` with AVX-512
+    and to a select chain without it (AVX2 code runs here too), never to a per-lane gather; both compute what
+    the interpreter computes."""
+    from tvm.target.codegen import target_has_features
+
+    from sparsecc.backends.tvm import Runner, build, prepare_graph, resolve_target
+
+    if target == "x86" and not target_has_features("avx512f", resolve_target("x86")):
+        pytest.skip("this CPU has no AVX-512")
+    nm, quant = KINDS[kind]
+    g = linear_graph(make_encoding(48, 128, nm, quant, seed=5), (1,), True, None)
+    prepared = prepare_graph(g, target)
+    executable = build(prepared, target)
+    llvm = "".join(m.inspect_source("ll") for m in [executable.mod, *executable.mod.imports] if m.kind == "llvm")
+    assert ("permvar" in llvm) == (target == "x86")
+    # a per-lane gather fills its vector lane by lane, up to lane 15; a broadcast only ever writes lane 0
+    assert not re.search(r"insertelement <16 x float> .*, i(32|64) 15\b", llvm)
+    x = np.random.default_rng(2).standard_normal((1, 128)).astype(np.float32)
+    params = {k: p.data for k, p in prepared.params.items()}
+    out = Runner(executable, [TensorType((1, 128), "float32")], prepared.outputs, params)(x)[0]
+    assert rel(out, run_graph(g, x)[0]) <= 1e-5
 
 
 def test_packed_encoded_kernel_is_scheduled():

@@ -1054,7 +1054,7 @@ def _group_norm(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Exp
 def _softmax(cx: Lowering, x: relax.Expr, *, axis: int) -> relax.Expr:
     x, dt = upcast_half(cx, x)
     log = cx.node.op == "log_softmax"
-    return cast(cx, cx.te(vecmath.softmax, x, axis, log, name=cx.node.op), dt)
+    return cast(cx, cx.te(vecmath.softmax, x, axis % rank_of(x), log, name=cx.node.op), dt)
 
 
 # ---- indexing and data movement -------------------------------------------------------------------------

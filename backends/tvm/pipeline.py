@@ -13,7 +13,8 @@ Read top to bottom (cf. ``tvm/relax/backend/cpu_generic/pipeline.py``)::
                         epilogue); CUDA: dlight's default GPU rules (thread binding)
     lower_dataflow      Relax dataflow -> VM-ready calls
     finalize            memory planning, VM shape lowering, global symbols
-    codegen             tvm.compile(..., relax_pipeline=None): TIR -> LLVM / CUDA, VM bytecode
+    codegen             tvm.compile(..., relax_pipeline=None): TIR -> LLVM / CUDA, VM bytecode; on CPU, TVM's TIR
+                        pipeline plus ``kernels/window_gather.py`` (N:M input picks as ``vpermps``)
 
 ``prepare_graph(graph, target)`` runs the IR stage and returns the graph whose params the executable takes (the
 artifact stores that graph); ``build(prepared, target)`` runs the rest; ``lower_graph`` stops before codegen.
@@ -141,7 +142,18 @@ def build(graph: Graph, target: TargetLike = "x86", timings: dict[str, float] | 
     t = resolve_target(target)
     mod = lower_graph(graph, t, timings, tuning_db=tuning_db, tuned=tuned)
     with _Clock(timings)("codegen"):
-        return tvm.compile(mod, t, relax_pipeline=None)
+        return tvm.compile(mod, t, relax_pipeline=None, tir_pipeline=tir_pipeline(t))
+
+
+def tir_pipeline(target: Any) -> str:
+    """TVM's default TIR pipeline; on CPU followed by ``kernels.window_gather`` (an N:M kernel's per-lane input pick
+    as ``vpermps`` on AVX-512, as a select chain elsewhere)."""
+    if "gpu" in target.keys:
+        return "default"
+    from .kernels import window_gather
+
+    window_gather.register()
+    return window_gather.PIPELINE
 
 
 def export_library(executable: Any, path: str | os.PathLike, target: TargetLike) -> None:

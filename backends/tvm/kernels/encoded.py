@@ -5,8 +5,9 @@ One TE compute covers every encoding, because the two stages compose independent
 * the **value** of stored column ``j`` of output ``o``: the float32 value itself, or ``(code - zero) * scale`` with
   the code read from int8/uint8 or from a nibble of a packed byte and the scale/zero of ``j``'s group;
 * the **input column** it multiplies: ``j`` itself when dense, ``(j // n) * m + index(o, j)`` for N:M, the index
-  read from its bit-packed companion. The input value is picked from the ``m`` candidates of its group by a
-  ``select`` chain (lane-invariant loads, so vector code needs no gather instruction).
+  read from its bit-packed companion. Each output lane picks a different one of its group's ``m`` inputs, which
+  all lie in one block of 16: ``window_gather`` makes that pick one ``vpermps`` (AVX-512) or a select chain over
+  lane-invariant loads, so vector code needs no gather instruction (``_pick``).
 
 ``y[..., o] = sum_j x[..., column(o, j)] * value(o, j)``: the float operations of the decode are those of
 ``EncodedWeight.dense`` (so the interpreter computes the same weights), only the summation order differs. A
@@ -28,6 +29,8 @@ from typing import Any, Callable, Sequence
 from tvm import te, tirx
 
 from sparsecc.ir.encodings import index_bits
+
+from .window_gather import BLOCK
 
 ENCODED_BLOCK = "sparsecc_dense_encoded"
 """Name of the reduction block; ``RegisterTiledMatmul`` schedules it like the dense one."""
@@ -157,9 +160,17 @@ def _column(fmt: WeightFormat, indices: te.Tensor | None) -> Callable:
 
 
 def _pick(x: te.Tensor, lead: Sequence[Any], base: Any, index: Any, m: int) -> Any:
-    """``x[..., base + index]`` with ``0 <= index < m``."""
+    """``x[..., base + index]`` with ``0 <= index < m``.
+
+    When ``m`` divides ``window_gather.BLOCK`` and so does the row length, every group lies in one aligned block of
+    16 inputs: the load is left a plain indexed one (``index & (m - 1)`` bounds it) for ``window_gather`` to turn
+    into ``vpermps`` (or a select chain on targets without AVX-512). Otherwise a select chain over the group's
+    lane-invariant loads (up to ``SELECT_MAX_M`` candidates), or an indexed load."""
     if index is None:
         return x[(*lead, base)]
+    k = x.shape[-1]
+    if BLOCK % m == 0 and isinstance(k, (int, tirx.IntImm)) and int(k) % BLOCK == 0:
+        return x[(*lead, base + (index & (m - 1)))]
     if m > SELECT_MAX_M:
         return x[(*lead, base + index)]
     picked = x[(*lead, base + m - 1)]

@@ -1,0 +1,123 @@
+"""A TIR pass for vector loads that gather from one aligned block of 16 elements: ``vpermps`` on AVX-512.
+
+An N:M kernel (``encoded.py``) multiplies each stored weight by the input its index names, ``x[base + index]``,
+with a different index in every output lane. Vectorized, that is a gather, which LLVM emits one lane at a time.
+But ``base`` is the same in every lane and ``index < m``, so every lane reads within one 16-element block of
+``x``. After vectorization this pass finds such loads, ``x[Broadcast(B) + V]`` with ``B mod 16`` a constant ``r``
+and ``r + V`` provably in ``[0, 16)``, and rewrites them:
+
+* float32 x 16 on a target with AVX-512: one aligned vector load of the block, then ``vpermps`` by ``r + V``
+  (one instruction instead of the compares and blends of a select chain: 2:4 + int4 GEMV ...);
+* elsewhere: a select chain over the values ``V`` can take, each a broadcast scalar load (ARM, AVX2).
+
+Both read only the block an in-bounds lane reads (the buffer's size is a multiple of 16, checked), so they are
+safe whatever the index's actual values. ``register()`` adds the pass to the end of TVM's default TIR pipeline as
+the pipeline named ``PIPELINE`` (``tvm.compile(..., tir_pipeline=PIPELINE)``), with TVM's common-subexpression
+elimination moved after it: CSE would otherwise hide the index's bound behind a let-bound variable.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+import tvm_ffi
+from tvm import tirx
+from tvm.sym import Analyzer
+
+BLOCK = 16
+PIPELINE = "sparsecc_cpu"
+SELECT_MAX = 16
+"""A select chain is emitted for at most this many candidate values."""
+
+
+def _split_invariant(index: tirx.PrimExpr) -> tuple[list[tirx.PrimExpr], list[tirx.PrimExpr]]:
+    """The terms of a vector index sum: lane-invariant scalars (from broadcasts) and the per-lane rest."""
+    if isinstance(index, tirx.Add):
+        a_inv, a_var = _split_invariant(index.a)
+        b_inv, b_var = _split_invariant(index.b)
+        return a_inv + b_inv, a_var + b_var
+    if isinstance(index, tirx.Broadcast):
+        return [index.value], []
+    return [], [index]
+
+
+def _rewrite(load: Any, permute: bool, analyzer: Analyzer) -> tirx.PrimExpr | None:
+    """The rewritten form of ``load`` (a ``TensorLoad``), or None to keep it."""
+    dtype = tvm_ffi.dtype(str(load.ty))
+    buffer = load.source
+    if dtype.lanes <= 1 or len(load.indices) != 1 or len(getattr(buffer, "shape", ())) != 1:
+        return None
+    index = load.indices[0]
+    size = buffer.shape[0]
+    if isinstance(index, (tirx.Ramp, tirx.Broadcast)) or not isinstance(size, tirx.IntImm) or int(size) % BLOCK:
+        return None
+    invariant, variant = _split_invariant(index)
+    if not invariant or not variant:
+        return None
+    base, offset = sum(invariant[1:], invariant[0]), sum(variant[1:], variant[0])
+    r = analyzer.simplify(tirx.floormod(base, BLOCK))
+    if not isinstance(r, tirx.IntImm):
+        return None
+    bound = analyzer.const_int_bound(offset)
+    lo, hi = int(r) + bound.min_value, int(r) + bound.max_value
+    if lo < 0 or hi >= BLOCK:
+        return None
+    start = analyzer.simplify(base - r)
+    lane_type = str(tvm_ffi.dtype(str(offset.ty))).split("x")[0]
+    if permute and str(dtype) == "float32x16":
+        block = tirx.BufferLoad(buffer, [tirx.Ramp(start, 1, BLOCK)])
+        lane_index = analyzer.simplify(tirx.Cast("int32x16", offset + tirx.Broadcast(tirx.const(int(r), lane_type),
+                                                                                      BLOCK)))
+        return tirx.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512",
+                                          block, lane_index)
+    if hi - lo >= SELECT_MAX:
+        return None
+
+    def at(c: int) -> tirx.PrimExpr:
+        return tirx.Broadcast(tirx.BufferLoad(buffer, [start + c]), dtype.lanes)
+
+    picked = at(hi)
+    for c in range(hi - 1, lo - 1, -1):
+        picked = tirx.Select(offset == tirx.Broadcast(tirx.const(c - int(r), lane_type), dtype.lanes), at(c), picked)
+    return picked
+
+
+@tvm.tirx.transform.prim_func_pass(opt_level=0, name="LowerWindowGathers")
+def lower_window_gathers(func: tirx.PrimFunc, mod: Any, ctx: Any) -> tirx.PrimFunc:
+    from tvm.target.codegen import target_has_features
+
+    target = func.attrs.get("target") if func.attrs is not None else None
+    permute = target is not None and target.kind.name == "llvm" and target_has_features("avx512f", target)
+    analyzer = Analyzer()
+
+    def visit(load: Any) -> Any:
+        new = _rewrite(load, permute, analyzer)
+        return load if new is None else new
+
+    return func.with_body(tvm_ffi.structural_map(func.body, [(tvm.ir.TensorLoad, visit)]))
+
+
+def register() -> None:
+    """Registers ``PIPELINE``: TVM's default TIR pipeline, then ``lower_window_gathers``, then CSE."""
+    from tvm.tirx import compilation_pipeline as cp
+
+    if PIPELINE in cp.PIPELINE_MAP:
+        return
+
+    def factory() -> tuple:
+        default, finalize_host, finalize_device = cp.get_tir_pipeline("s_tir")
+
+        @tvm.transform.module_pass(opt_level=0, name=PIPELINE)
+        def pipeline(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+            config = dict(ctx.config)
+            cse = not bool(config.get("tirx.disable_cse_tir", False))
+            with tvm.transform.PassContext(opt_level=ctx.opt_level, config={**config, "tirx.disable_cse_tir": True},
+                                           required_pass=list(ctx.required_pass),
+                                           disabled_pass=list(ctx.disabled_pass)):
+                mod = default(mod)
+            mod = lower_window_gathers(mod)
+            return tirx.transform.CommonSubexprElim()(mod) if cse else mod
+
+        return pipeline, finalize_host, finalize_device
+
+    cp.register_tir_pipeline(PIPELINE, factory)
