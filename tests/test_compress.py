@@ -263,8 +263,9 @@ DIGITS_SPECS = {  # spec: (calibrated, {weight: expected skip reason}); other la
                         "p_features_3_weight": "not a multiple of the group 32",
                         "p_features_4_weight_bn": "16 stored columns are not a multiple of the group 32"}),
     "2:4+int8-asym": (True, {"p_features_0_weight_bn": "M=4", "p_features_3_weight": "M=4"}),
+    "w8a8": (True, {"p_features_0_weight_bn": "Cin*kh*kw a multiple of 4", "p_features_3_weight": "ungrouped"}),
 }
-ACCURACY_FLOOR = {"int8": 0.95, "2:4": 0.5, "lowrank:0.5": 0.2, "int4-g32": 0.9, "2:4+int8-asym": 0.5}
+ACCURACY_FLOOR = {"int8": 0.95, "2:4": 0.5, "lowrank:0.5": 0.2, "int4-g32": 0.9, "2:4+int8-asym": 0.5, "w8a8": 0.95}
 """Held-out accuracy the compressed CNN must keep (dense: ~0.98; chance: 0.1). 2:4 and low rank at 0.5 on a
 CNN this small are lossy: these floors only catch a broken pass."""
 

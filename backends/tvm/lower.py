@@ -32,8 +32,9 @@ from sparsecc.ir.graph import Dim, Graph, Node, TensorType
 from sparsecc.ir.layouts import layout_block
 from sparsecc.ir.ops import OPS, REQUIRED
 
-from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, conv2d_packed, decode_packed, decode_weight,
-                      dense_encoded, dense_packed, dense_w8a8, quantize_input, vecmath)
+from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, conv2d_packed, conv_patches, conv_w8a8,
+                      decode_packed, decode_weight, dense_encoded, dense_packed, dense_w8a8, quantize_input, unpad,
+                      vecmath)
 
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -771,6 +772,9 @@ def _encoded(cx: Lowering, name: str) -> tuple[WeightFormat, list[relax.Expr]]:
     return WeightFormat.from_meta(meta, lanes), companions
 
 
+OPAQUE = 8
+"""``relax.transform.AnnotateTIROpPattern``'s ``kOpaque``: a PrimFunc with this ``op_pattern`` fuses with nothing."""
+
 DECODE_ROWS = 16
 """From this many input rows (a static count, or a symbolic one with a static factor this big: ``batch x 128``
 tokens) a linear on an N:M weight decodes the weight once per call into a dense packed one for the dense GEMM:
@@ -865,12 +869,39 @@ def _conv(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | No
     dt = dtype_of(x)
     if encodings.is_compressed(cx.graph, cx.node.inputs[1]):
         fmt, companions = _encoded(cx, cx.node.inputs[1])
-        shape = cx.graph.params[cx.node.inputs[1]].encoding.meta["shape"]
-        weight = cx.te(partial(decode_weight, fmt=fmt, shape=shape), weight, *companions, name="decode_weight")
+        meta = cx.graph.params[cx.node.inputs[1]].encoding.meta
+        if "activation" in meta:
+            return _conv_w8a8(cx, x, weight, companions, bias, meta, strides, pads, dilations, groups)
+        weight = cx.te(partial(decode_weight, fmt=fmt, shape=meta["shape"]), weight, *companions,
+                       name="decode_weight")
     packed = _param_layout(cx, cx.node.inputs[1]) is not None and not encodings.is_compressed(cx.graph,
                                                                                               cx.node.inputs[1])
     y = _conv_core(cx, x, weight, strides, pads, dilations, groups, packed)
     return cast(cx, _add_channel_bias(cx, y, bias), dt)
+
+
+def _conv_w8a8(cx: Lowering, x: relax.Expr, weight: relax.Expr, companions: list[relax.Expr],
+               bias: relax.Expr | None, meta: dict, strides: Sequence[int], pads: Sequence[int],
+               dilations: Sequence[int], groups: int) -> relax.Expr:
+    """A W8A8 convolution (``kernels/w8a8.py``): quantize, packed patches, the integer GEMM, drop the padding."""
+    shape = shape_of(x)
+    if groups != 1 or len(shape) != 4 or dtype_of(x) != "float32" or not all(isinstance(d, int) for d in shape[1:]):
+        raise cx.unsupported(f"W8A8 convolution of a {dtype_of(x)} input {shape} with groups={groups} (2-D, "
+                             "float32, static channels and spatial dims, groups 1 only)")
+    if "layout" in meta:
+        raise cx.unsupported(f"W8A8 convolution weight in layout {meta['layout']} (its kernel reads it plain)")
+    o, *kernel = meta["shape"][:1] + meta["shape"][2:]
+    out_hw = tuple(int(d) for d in cx.out_type(0).shape[2:])
+    act = meta["activation"]
+    xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"]), x, name="quantize_input")
+    # opaque to FuseOps: fused, the producers (quantize, the previous layer's epilogue) would run once per tap
+    patches = cx.te(partial(conv_patches, kernel=tuple(kernel), strides=list(strides), pads=list(pads),
+                            dilations=list(dilations), out_hw=out_hw, zero=act["zero"]), xq, name="conv_patches",
+                    primfunc_attrs={"op_pattern": OPAQUE})
+    codes = cx.emit(R.reshape(weight, [o, -1]))
+    y = cx.te(partial(conv_w8a8, scale=act["scale"], zero=act["zero"]),
+              *([patches, codes, *companions] + ([bias] if bias is not None else [])), name="conv_w8a8")
+    return cx.te(partial(unpad, out_hw=out_hw), y, name="unpad")
 
 
 @lowering("conv_transpose")

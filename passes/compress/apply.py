@@ -139,9 +139,12 @@ def _ineligible(graph: Graph, node: Node, name: str, users: dict[str, list[Node]
         return "weight is shared with other ops"
     if node.op == "conv" and node.attrs.get("groups", 1) != 1 and (spec.lowrank or spec.compensation):
         return "grouped convolution: no low-rank form"
-    if node.op == "conv" and (spec.compensation or spec.activations):
-        return "compensation and W8A8 are implemented for linear layers only"
+    if node.op == "conv" and spec.compensation:
+        return "compensation is implemented for linear layers only"
     k = int(np.prod(data.shape[1:]))
+    if node.op == "conv" and spec.activations and (data.ndim != 4 or node.attrs.get("groups", 1) != 1 or k % 4):
+        return (f"W8A8 convolutions: 2-D, ungrouped, Cin*kh*kw a multiple of 4 (the integer kernel's dot products); "
+                f"this one has weight {list(data.shape)}, groups {node.attrs.get('groups', 1)}")
     columns = k
     if spec.nm:
         n, m = spec.nm

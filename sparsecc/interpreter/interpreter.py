@@ -40,9 +40,9 @@ class Interpreter:
         self.graph = graph
         self.params = params if params is not None else {k: graph_param_tensor(graph, k) for k in graph.params}
         self.hooks: list[Callable[[Node, list[Any], Any], None]] = []
-        self.w8a8 = {k: encodings.w8a8_linear(encodings.load(graph, k)) for k, p in graph.params.items()
+        self.w8a8 = {k: encodings.W8A8(encodings.load(graph, k)) for k, p in graph.params.items()
                      if "activation" in p.encoding.meta}
-        """W8A8 weights: their ``linear`` quantizes its input (``encodings.w8a8_linear``)."""
+        """W8A8 weights: their ``linear`` / ``conv`` quantizes its input (``encodings.W8A8``)."""
 
     def run(self, *inputs: Any) -> list[torch.Tensor]:
         env: dict[str, Any] = dict(self.params)
@@ -74,14 +74,16 @@ class Interpreter:
         return symbols
 
     def run_node(self, node: Node, args: list[Any], symbols: dict[str, int]) -> Any:
-        if node.op == "linear" and node.inputs[1] in self.w8a8:
-            return self.w8a8[node.inputs[1]](args[0], *args[2:])
         fn = TORCH_OPS.get(node.op)
         if fn is None:
             raise UnsupportedOpError(node.op, node.name, node.source, "no interpreter implementation")
         attrs = node.attrs
         if symbols and any(k in attrs for k in SHAPE_ATTRS):
             attrs = {k: [eval_dim(d, symbols) for d in v] if k in SHAPE_ATTRS else v for k, v in attrs.items()}
+        if node.op in ("linear", "conv") and node.inputs[1] in self.w8a8:
+            q = self.w8a8[node.inputs[1]]
+            acc = fn(q.quantize(args[0]), q.codes, **attrs)
+            return q.dequantize(acc, args[2] if len(args) > 2 else None, -1 if node.op == "linear" else 1)
         return fn(*args, **attrs)
 
 

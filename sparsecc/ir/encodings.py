@@ -18,9 +18,10 @@ lowest bits first. A backend may re-lay out every one of them together (``meta["
 in such a layout the bit-packed arrays are little-endian uint32 words (8 nibbles, 16 2-bit indices), so a kernel
 unpacks them with shifts on 32-bit lanes.
 
-**W8A8** (``activation=(scale, zero)``, int8 symmetric per-channel weights only): the op also quantizes its input,
-statically, to uint8 ``xq = clamp(round_half_even(x / scale) + zero, 0, 255)`` and multiplies integers:
-``y = float32(sum_k (xq - zero) * code) * (float32(scale) * weight_scale[o])`` (``w8a8_linear``); the companion
+**W8A8** (``activation=(scale, zero)``, int8 symmetric per-channel weights only; ``linear`` and ``conv``): the op
+also quantizes its input, statically, to uint8 ``xq = clamp(round_half_even(x / scale) + zero, 0, 255)`` and
+multiplies integers: ``y = float32(sum_k (xq - zero) * code) * (float32(scale) * weight_scale[o])`` (``W8A8``; a
+convolution's zero padding is ``xq = zero``, i.e. ``x = 0``); the companion
 ``colsums`` ``[O, 1]`` int32 (``sum_k code``) lets an integer kernel subtract the zero point after its dot products.
 
 ``decode`` is what every kernel computes, in the same float32 operations: the interpreter runs on it, so accuracy
@@ -29,7 +30,7 @@ measured there is the deployed accuracy (up to the order of the summation).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -153,23 +154,33 @@ def nm_compress(w: np.ndarray, mask: np.ndarray, n: int, m: int) -> tuple[np.nda
     return values.reshape(o, -1), idx.reshape(o, -1).astype(np.uint8)
 
 
-def w8a8_linear(enc: EncodedWeight) -> "Callable[..., torch.Tensor]":
-    """The W8A8 ``linear(x, bias=None)`` of ``enc`` (see the module docstring), exactly as the integer kernels
-    compute it; the weight's codes and output scales are prepared once, not per call."""
-    import torch
+class W8A8:
+    """The arithmetic of a W8A8 ``linear`` or ``conv`` (see the module docstring), exactly as the integer kernels
+    compute it; the codes and output scales are prepared once, not per call. The op itself runs between
+    ``quantize`` and ``dequantize`` on float64 integers (``codes``, logical shape), whose sums are exact."""
 
-    scale, zero = enc.activation
-    s = torch.tensor(scale, dtype=torch.float32)
-    codes_t = torch.from_numpy(enc.values.astype(np.float64)).T
-    out_scale = s * torch.from_numpy(enc.scales.reshape(-1))
+    def __init__(self, enc: EncodedWeight):
+        import torch
 
-    def linear(x: "torch.Tensor", bias: "torch.Tensor | None" = None) -> "torch.Tensor":
-        xq = torch.clamp(torch.round(x / s) + zero, 0, 255) - zero  # integers, exact in float32
-        acc = (xq.to(torch.float64) @ codes_t).to(torch.float32)  # exact sums (< 2^53), rounded like int32->f32
-        y = acc * out_scale
-        return y if bias is None else y + bias
+        scale, self.zero = enc.activation
+        self.scale = torch.tensor(scale, dtype=torch.float32)
+        self.codes = torch.from_numpy(enc.values.astype(np.float64)).reshape(enc.shape)
+        self.out_scale = self.scale * torch.from_numpy(enc.scales.reshape(-1))
 
-    return linear
+    def quantize(self, x: "torch.Tensor") -> "torch.Tensor":
+        """``xq - zero`` as float64: integers (padding a convolution's input with 0 pads ``xq`` with ``zero``)."""
+        import torch
+
+        return (torch.clamp(torch.round(x / self.scale) + self.zero, 0, 255) - self.zero).to(torch.float64)
+
+    def dequantize(self, acc: "torch.Tensor", bias: "torch.Tensor | None", channel_axis: int) -> "torch.Tensor":
+        """The op's float64 integer sums rounded to float32 (like int32 -> float32), scaled per output channel."""
+        import torch
+
+        view = [1] * acc.dim()
+        view[channel_axis] = -1
+        y = acc.to(torch.float32) * self.out_scale.reshape(view)
+        return y if bias is None else y + bias.reshape(view)
 
 
 # ---- bit packing ------------------------------------------------------------------------------------------------

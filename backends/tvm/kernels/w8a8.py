@@ -1,9 +1,13 @@
 """W8A8 ``linear``: the input quantized statically to uint8, int8 weights, integer dot products
-(``sparsecc.ir.encodings`` documents the arithmetic; the interpreter's ``w8a8_linear`` is the same).
+(``sparsecc.ir.encodings`` documents the arithmetic; the interpreter's ``W8A8`` is the same).
 
     quantize_input   xq = clamp(round_half_even(x / scale) + zero, 0, 255) as uint8
     dense_w8a8       acc[o] = sum_k xq[k] * code[o, k] (int32), then
                      y[o] = float32(acc[o] - zero * colsum[o]) * (float32(scale) * weight_scale[o]) (+ bias)
+
+A 2-D convolution is the same GEMM with the roles turned round (``conv_w8a8``): each int8 weight row is broadcast
+against the quantized input's patches (``conv_patches``: a quarter of float32 patches' bytes, 16 pixels of one
+output row per block), so the result comes out channels-first, as the next op wants it.
 
 On x86 with AVX-512 VNNI the weight is packed ``OI16o4i`` (``[O/16, K/4, 16, 4]``) and ``VnniMatmul`` tiles the
 output like ``RegisterTiledMatmul`` but tensorizes the inner 16 outputs x 4 inputs into one ``vpdpbusd`` (64
@@ -23,7 +27,10 @@ from .matmul import tile_rows
 from .tiling import find_block, tile_write_back
 
 W8A8_BLOCK = "sparsecc_dense_w8a8"
+W8A8_CONV_BLOCK = "sparsecc_conv_w8a8"
 QUANTIZE_BLOCK = "sparsecc_quantize_input"
+PATCH_LANES = 16
+"""Output positions per packed patch block: one ``vpdpbusd``'s 16 int32 lanes."""
 
 BLOCKS, BLOCKS_GEMV = 2, 4
 """Register tile: ``tile_rows`` rows x blocks of 16 int32 accumulators (12-16 in flight hide vpdpbusd's latency)."""
@@ -60,50 +67,125 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
     return te.compute(acc.shape, dequantize, name="dequantize")
 
 
+def row_blocks(out_w: int) -> int:
+    """Blocks of ``PATCH_LANES`` output positions per output row: rows are padded to whole blocks, so a block's
+    positions are consecutive pixels of one row (a 7-wide row wastes 9 of 16 lanes, a 56-wide one 8 of 64)."""
+    return -(-out_w // PATCH_LANES)
+
+
+def conv_patches(xq: te.Tensor, kernel: tuple[int, int], strides: list[int], pads: list[int],
+                 dilations: list[int], out_hw: tuple[int, int], *, zero: int) -> te.Tensor:
+    """A W8A8 2-D convolution's quantized input ``[N, C, H, W]`` as patches for the integer GEMM:
+    ``[N, OH * B, K/4, 4, 16]`` with ``B = row_blocks(OW)``: per block of 16 positions of one output row, 4
+    reduction steps (``K = C * kh * kw``, the flattened weight's order) x 16 positions, so that each 16 bytes are
+    one input row's pixels (a vector load at stride 1). Padding is ``zero``: ``xq - zero = 0``, the same as padding
+    ``x`` with 0; so are the positions past a row's end."""
+    n, c, h, w = xq.shape
+    kh, kw = kernel
+    oh, ow = out_hw
+    blocks = row_blocks(ow)
+    pad = tirx.const(zero, "uint8")
+
+    def patch(b: Any, pb: Any, kq: Any, kl: Any, pl: Any) -> Any:
+        r, col = kq * 4 + kl, pb % blocks * PATCH_LANES + pl
+        ci, kk = r // (kh * kw), r % (kh * kw)
+        ih = pb // blocks * strides[0] - pads[0] + kk // kw * dilations[0]
+        iw = col * strides[1] - pads[1] + kk % kw * dilations[1]
+        inside = tirx.all(col < ow, ih >= 0, ih < h, iw >= 0, iw < w)
+        return tirx.if_then_else(inside, xq[b, ci, tirx.max(tirx.min(ih, h - 1), 0), tirx.max(tirx.min(iw, w - 1), 0)],
+                                 pad)
+
+    return te.compute((n, oh * blocks, c * kh * kw // 4, 4, PATCH_LANES), patch, name="conv_patches")
+
+
+def conv_w8a8(xp: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
+              *, scale: float, zero: int) -> te.Tensor:
+    """The W8A8 convolution as ``acc[n, o, p] = sum_k code[o, k] * patch[n, p, k]``, dequantized like
+    ``dense_w8a8``: output ``[N, O, OH * B * 16]``, channels-first already (``unpad`` drops the padded positions).
+    Here the weight row is the broadcast operand and the patches the packed one, so the output needs no
+    transpose."""
+    n, blocks, kq, _, _ = xp.shape
+    r = te.reduce_axis((0, kq * 4), name="k")
+    acc = te.compute((n, w.shape[0], blocks * PATCH_LANES), lambda b, o, p: te.sum(
+        w[o, r].astype("int32") * xp[b, p // PATCH_LANES, r // 4, r % 4, p % PATCH_LANES].astype("int32"), axis=r),
+        name=W8A8_CONV_BLOCK)
+    s = tirx.const(scale, "float32")
+
+    def dequantize(b: Any, o: Any, p: Any) -> Any:
+        y = (acc[b, o, p] - zero * colsums[o, 0]).astype("float32") * (s * scales[o, 0])
+        return y if bias is None else y + bias[o]
+
+    return te.compute(acc.shape, dequantize, name="dequantize")
+
+
+def unpad(y: te.Tensor, out_hw: tuple[int, int]) -> te.Tensor:
+    """``conv_w8a8``'s ``[N, O, OH * B * 16]`` as the convolution's ``[N, O, OH, OW]``."""
+    n, o, _ = y.shape
+    oh, ow = out_hw
+    row = row_blocks(ow) * PATCH_LANES
+    return te.compute((n, o, oh, ow), lambda b, c, i, j: y[b, c, i * row + j], name="unpad")
+
+
 VNNI_INTRIN = "sparsecc_dot_16x4_vnni"
+VNNI_INTRIN_PATCHES = "sparsecc_dot_16x4_vnni_patches"
+"""``vpdpbusd`` as tensor intrinsics: 16 int32 accumulators += 4 broadcast bytes . 16 x 4 packed bytes. A linear
+broadcasts its uint8 input against its int8 weight packed ``[16, 4]``; a convolution broadcasts its int8 weight
+against uint8 patches stored ``[4, 16]`` (``conv_patches``), turned ``[16, 4]`` by one byte shuffle first."""
 
 
-def _register_vnni() -> None:
-    """``vpdpbusd`` as a tensor intrinsic: 16 int32 accumulators += 4 uint8 inputs . 16x4 int8 weights.
+def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> None:
+    """Registers ``name``: ``c[16] += a[4] . b``, ``a`` of dtype ``broadcast``, ``b`` of ``packed`` (one of them
+    uint8, the other int8), ``b`` ``[4, 16]`` if ``k_major`` else ``[16, 4]``; one ``vpdpbusd`` (which takes its
+    uint8 operand first), after a ``vpermb`` for ``k_major``.
 
     TVM 0.27 ships one (``dot_16x4_vnni``) but declares the operands as 16 x i32, which its bundled LLVM rejects
     (the intrinsic takes 64 x i8 since LLVM 18); importing it also costs ~40 s (the package imports every target's
-    intrinsics). This one passes bytes."""
+    intrinsics). These pass bytes."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
+    shape = (4, 16) if k_major else (16, 4)
+
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+    def desc(a: T.Buffer((4,), broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
              c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.reads(c[0:16], a[0:4], b[0:shape[0], 0:shape[1]])
             T.writes(c[0:16])
             for i in T.serial(0, 16):
                 for k in T.serial(0, 4):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
+                            b[vk, vi] if k_major else b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+    def impl(a: T.Buffer((4,), broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
              c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.reads(c[0:16], a[0:4], b[0:shape[0], 0:shape[1]])
             T.writes(c[0:16])
-            a_u8x64 = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16),
-                                    dtype="uint8x64")
+            a_x64 = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], broadcast + "x4"), dtype="int32"), 16),
+                                  dtype=broadcast + "x64")
+            b_x64 = b.vload([0, 0], dtype=packed + "x64")
+            if k_major:  # byte 4 i + k of the result is byte 16 k + i of the block
+                q = T.ramp(T.int8(0), T.int8(1), 64)
+                b_x64 = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.qi.512"), b_x64,
+                                                q % T.int8(4) * T.int8(16) + q // T.int8(4), dtype=packed + "x64")
             c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], "int32x16"), a_u8x64,
-                b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], "int32x16"),
+                a_x64 if broadcast == "uint8" else b_x64, b_x64 if broadcast == "uint8" else a_x64, dtype="int32x16")
 
-    TensorIntrin.register(VNNI_INTRIN, desc, impl, override=True)
+    TensorIntrin.register(name, desc, impl, override=True)
 
 
 class VnniMatmul(dl.ScheduleRule):
-    """Schedules a PrimFunc holding a ``W8A8_BLOCK`` on a packed weight for x86 with AVX-512 VNNI."""
+    """Schedules a PrimFunc holding a ``W8A8_BLOCK`` on a packed weight, or a ``W8A8_CONV_BLOCK``, for x86 with
+    AVX-512 VNNI."""
 
     def __init__(self) -> None:
-        _register_vnni()
+        _register_vnni(VNNI_INTRIN, "uint8", "int8", k_major=False)
+        _register_vnni(VNNI_INTRIN_PATCHES, "int8", "uint8", k_major=True)
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from tvm.target.codegen import target_has_features
@@ -111,9 +193,11 @@ class VnniMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        block = find_block(sch, W8A8_BLOCK)
-        if block is None or len(sch.get(block).reads[1].source.shape) != 4 or not target_has_features(
-                "avx512vnni", target):
+        block = find_block(sch, W8A8_BLOCK, W8A8_CONV_BLOCK)
+        if block is None or not target_has_features("avx512vnni", target):
+            return None
+        conv = sch.get(block).name_hint == W8A8_CONV_BLOCK
+        if len(sch.get(block).reads[1].source.shape) != (5 if conv else 4):
             return None
         # the input's quantization is computed once, before the tiles (a quantization that is this function's
         # epilogue, feeding the next W8A8 layer, folds into the write-back like any other)
@@ -149,5 +233,5 @@ class VnniMatmul(dl.ScheduleRule):
         sch.parallel(sch.fuse(*outer, mo, no))
         init = sch.decompose_reduction(block, ko)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(lane, VNNI_INTRIN)
+        sch.tensorize(lane, VNNI_INTRIN_PATCHES if conv else VNNI_INTRIN)
         return sch
