@@ -646,6 +646,7 @@ def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True):
     (2, 4, 19, 24, 3, 2, [1, 0, 2, 1], 1, False),    # stride 2, asymmetric pads, batch 2, O not a multiple of 16
     (1, 16, 20, 32, 1, 1, [0, 0, 0, 0], 1, True),    # 1x1: patches are the input re-laid out; rows of 20: 2 blocks
     (1, 8, 12, 16, 3, 1, [2, 2, 2, 2], 2, True),     # dilation
+    (2, 16, 7, 32, 3, 1, [1, 1, 1, 1], 1, True),     # rows of 7: positions blocked flat, a block spans rows
 ])
 def test_w8a8_conv_kernel_matches_interpreter(n, c, hw, o, k, stride, pads, dilation, bias):
     """A W8A8 convolution (quantize, packed patches, integer GEMM, unpad) gives the interpreter's result, which is

@@ -6,8 +6,8 @@
                      y[o] = float32(acc[o] - zero * colsum[o]) * (float32(scale) * weight_scale[o]) (+ bias)
 
 A 2-D convolution is the same GEMM with the roles turned round (``conv_w8a8``): each int8 weight row is broadcast
-against the quantized input's patches (``conv_patches``: a quarter of float32 patches' bytes, 16 pixels of one
-output row per block), so the result comes out channels-first, as the next op wants it.
+against the quantized input's patches (``conv_patches``: a quarter of float32 patches' bytes, 16 output positions
+per block), so the result comes out channels-first, as the next op wants it.
 
 On x86 with AVX-512 VNNI the weight is packed ``OI16o4i`` (``[O/16, K/4, 16, 4]``) and ``VnniMatmul`` tiles the
 output like ``RegisterTiledMatmul`` but tensorizes the inner 16 outputs x 4 inputs into one ``vpdpbusd`` (64
@@ -68,40 +68,59 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
 
 
 def row_blocks(out_w: int) -> int:
-    """Blocks of ``PATCH_LANES`` output positions per output row: rows are padded to whole blocks, so a block's
-    positions are consecutive pixels of one row (a 7-wide row wastes 9 of 16 lanes, a 56-wide one 8 of 64)."""
-    return -(-out_w // PATCH_LANES)
+    """Blocks of ``PATCH_LANES`` output positions per output row, or 0: rows at least half a block wide are padded
+    to whole blocks, so a block's positions are consecutive pixels of one row (a 56-wide row wastes 8 of 64 lanes);
+    narrower rows (7, the digits CNN's 4) would waste most lanes, so their positions are blocked flat, several rows
+    per block, at the cost of gathered patches."""
+    return -(-out_w // PATCH_LANES) if 2 * out_w > PATCH_LANES else 0
+
+
+def padded_positions(out_hw: tuple[int, int]) -> int:
+    """``P'``: the output positions ``conv_w8a8`` computes (``row_blocks``), a multiple of ``PATCH_LANES``."""
+    oh, ow = out_hw
+    blocks = row_blocks(ow)
+    return oh * blocks * PATCH_LANES if blocks else -(-oh * ow // PATCH_LANES) * PATCH_LANES
+
+
+def _position(p: Any, out_hw: tuple[int, int]) -> tuple[Any, Any, Any]:
+    """Output row, column and whether position ``p`` of ``P'`` is a real one."""
+    oh, ow = out_hw
+    blocks = row_blocks(ow)
+    if blocks:
+        col = p % (blocks * PATCH_LANES)
+        return p // (blocks * PATCH_LANES), col, col < ow
+    return p // ow, p % ow, p < oh * ow
 
 
 def conv_patches(xq: te.Tensor, kernel: tuple[int, int], strides: list[int], pads: list[int],
                  dilations: list[int], out_hw: tuple[int, int], *, zero: int) -> te.Tensor:
     """A W8A8 2-D convolution's quantized input ``[N, C, H, W]`` as patches for the integer GEMM:
-    ``[N, OH * B, K/4, 4, 16]`` with ``B = row_blocks(OW)``: per block of 16 positions of one output row, 4
-    reduction steps (``K = C * kh * kw``, the flattened weight's order) x 16 positions, so that each 16 bytes are
-    one input row's pixels (a vector load at stride 1). Padding is ``zero``: ``xq - zero = 0``, the same as padding
-    ``x`` with 0; so are the positions past a row's end."""
+    ``[N, P'/16, K/4, 4, 16]`` (``padded_positions``): per block of 16 output positions, 4 reduction steps
+    (``K = C * kh * kw``, the flattened weight's order) x 16 positions, so that 16 bytes are pixels of one input row
+    (a vector load at stride 1) when the block holds one output row. Padding is ``zero``: ``xq - zero = 0``, the same
+    as padding ``x`` with 0; so are the padded positions."""
     n, c, h, w = xq.shape
     kh, kw = kernel
-    oh, ow = out_hw
-    blocks = row_blocks(ow)
     pad = tirx.const(zero, "uint8")
 
     def patch(b: Any, pb: Any, kq: Any, kl: Any, pl: Any) -> Any:
-        r, col = kq * 4 + kl, pb % blocks * PATCH_LANES + pl
+        r = kq * 4 + kl
+        row, col, real = _position(pb * PATCH_LANES + pl, out_hw)
         ci, kk = r // (kh * kw), r % (kh * kw)
-        ih = pb // blocks * strides[0] - pads[0] + kk // kw * dilations[0]
+        ih = row * strides[0] - pads[0] + kk // kw * dilations[0]
         iw = col * strides[1] - pads[1] + kk % kw * dilations[1]
-        inside = tirx.all(col < ow, ih >= 0, ih < h, iw >= 0, iw < w)
+        inside = tirx.all(real, ih >= 0, ih < h, iw >= 0, iw < w)
         return tirx.if_then_else(inside, xq[b, ci, tirx.max(tirx.min(ih, h - 1), 0), tirx.max(tirx.min(iw, w - 1), 0)],
                                  pad)
 
-    return te.compute((n, oh * blocks, c * kh * kw // 4, 4, PATCH_LANES), patch, name="conv_patches")
+    return te.compute((n, padded_positions(out_hw) // PATCH_LANES, c * kh * kw // 4, 4, PATCH_LANES), patch,
+                      name="conv_patches")
 
 
 def conv_w8a8(xp: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
               *, scale: float, zero: int) -> te.Tensor:
     """The W8A8 convolution as ``acc[n, o, p] = sum_k code[o, k] * patch[n, p, k]``, dequantized like
-    ``dense_w8a8``: output ``[N, O, OH * B * 16]``, channels-first already (``unpad`` drops the padded positions).
+    ``dense_w8a8``: output ``[N, O, P']``, channels-first already (``unpad`` drops the padded positions).
     Here the weight row is the broadcast operand and the patches the packed one, so the output needs no
     transpose."""
     n, blocks, kq, _, _ = xp.shape
@@ -119,10 +138,10 @@ def conv_w8a8(xp: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor
 
 
 def unpad(y: te.Tensor, out_hw: tuple[int, int]) -> te.Tensor:
-    """``conv_w8a8``'s ``[N, O, OH * B * 16]`` as the convolution's ``[N, O, OH, OW]``."""
+    """``conv_w8a8``'s ``[N, O, P']`` as the convolution's ``[N, O, OH, OW]``."""
     n, o, _ = y.shape
     oh, ow = out_hw
-    row = row_blocks(ow) * PATCH_LANES
+    row = row_blocks(ow) * PATCH_LANES or ow
     return te.compute((n, o, oh, ow), lambda b, c, i, j: y[b, c, i * row + j], name="unpad")
 
 
