@@ -275,14 +275,22 @@ def _check_runs_here(t: Any) -> None:
 @contextlib.contextmanager
 def _quiet_meta_schedule() -> Iterator[None]:
     """MetaSchedule prints its whole task table to stdout after every batch at INFO; ``_Progress`` prints one line
-    instead. Its loggers take their level from this parent logger when the tuning starts."""
+    instead. Its loggers take their level from this parent logger when the tuning starts.
+
+    MetaSchedule also builds its logging config from the names of the handlers already on that logger, and
+    crashes on an unnamed one (pytest's log capture, or a user's own, left there by an earlier tuning in the same
+    process): those are set aside while it runs."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    level = logger.level
+    level, unnamed = logger.level, [h for h in logger.handlers if h.get_name() is None]
     logger.setLevel(logging.WARNING)
+    for handler in unnamed:
+        logger.removeHandler(handler)
     try:
         yield
     finally:
         logger.setLevel(level)
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def _have_xgboost() -> bool:
