@@ -30,16 +30,12 @@ from tvm import te, tirx
 
 from sparsecc.ir.encodings import index_bits
 
-from .window_gather import BLOCK
+from .window_gather import BLOCK, SELECT_MAX
 
 ENCODED_BLOCK = "sparsecc_dense_encoded"
 """Name of the reduction block; ``RegisterTiledMatmul`` schedules it like the dense one."""
 GROUP_SUM_BLOCK = "sparsecc_group_sum"
 """Name of the block that scales and adds a quantized weight's group sums (``ENCODED_BLOCK`` is then per group)."""
-
-SELECT_MAX_M = 16
-"""Up to this group size the input column is picked by a select chain; beyond it, by an indexed load."""
-
 
 @dataclass(frozen=True)
 class WeightFormat:
@@ -165,13 +161,13 @@ def _pick(x: te.Tensor, lead: Sequence[Any], base: Any, index: Any, m: int) -> A
     When ``m`` divides ``window_gather.BLOCK`` and so does the row length, every group lies in one aligned block of
     16 inputs: the load is left a plain indexed one (``index & (m - 1)`` bounds it) for ``window_gather`` to turn
     into ``vpermps`` (or a select chain on targets without AVX-512). Otherwise a select chain over the group's
-    lane-invariant loads (up to ``SELECT_MAX_M`` candidates), or an indexed load."""
+    lane-invariant loads (up to ``window_gather.SELECT_MAX`` candidates, as there), or an indexed load."""
     if index is None:
         return x[(*lead, base)]
     k = x.shape[-1]
     if BLOCK % m == 0 and isinstance(k, (int, tirx.IntImm)) and int(k) % BLOCK == 0:
         return x[(*lead, base + (index & (m - 1)))]
-    if m > SELECT_MAX_M:
+    if m > SELECT_MAX:
         return x[(*lead, base + index)]
     picked = x[(*lead, base + m - 1)]
     for c in range(m - 2, -1, -1):

@@ -53,14 +53,20 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
     else:
         rows = w.shape[0]
         code = lambda o, r: w[o, r]  # noqa: E731
-    colsum, weight_scale = row_reader(colsums, lanes), row_reader(scales, lanes)
     r = te.reduce_axis((0, k), name="k")
     acc = te.compute((*lead, rows), lambda *i: te.sum(
         xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r), name=W8A8_BLOCK)
+    return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
+
+
+def _dequantized(acc: te.Tensor, channel_axis: int, colsum: Any, weight_scale: Any, bias: te.Tensor | None, *,
+                 scale: float, zero: int) -> te.Tensor:
+    """The int32 dot products ``acc`` as float32: ``float32(acc - zero * colsum[o]) * (scale * weight_scale[o])``
+    (+ ``bias[o]``), ``o`` the index along ``channel_axis``; ``colsum`` / ``weight_scale`` read ``(o, 0)``."""
     s = tirx.const(scale, "float32")
 
     def dequantize(*i: Any) -> Any:
-        o = i[-1]
+        o = i[channel_axis]
         y = (acc[i] - zero * colsum(o, 0)).astype("float32") * (s * weight_scale(o, 0))
         return y if bias is None else y + bias[o]
 
@@ -75,21 +81,23 @@ def row_blocks(out_w: int) -> int:
     return -(-out_w // PATCH_LANES) if 2 * out_w > PATCH_LANES else 0
 
 
+def _row_stride(out_w: int) -> int:
+    """Positions from one output row to the next in ``P'``: whole blocks (``row_blocks``), or the row itself."""
+    return row_blocks(out_w) * PATCH_LANES or out_w
+
+
 def padded_positions(out_hw: tuple[int, int]) -> int:
     """``P'``: the output positions ``conv_w8a8`` computes (``row_blocks``), a multiple of ``PATCH_LANES``."""
     oh, ow = out_hw
-    blocks = row_blocks(ow)
-    return oh * blocks * PATCH_LANES if blocks else -(-oh * ow // PATCH_LANES) * PATCH_LANES
+    return -(-oh * _row_stride(ow) // PATCH_LANES) * PATCH_LANES
 
 
 def _position(p: Any, out_hw: tuple[int, int]) -> tuple[Any, Any, Any]:
     """Output row, column and whether position ``p`` of ``P'`` is a real one."""
     oh, ow = out_hw
-    blocks = row_blocks(ow)
-    if blocks:
-        col = p % (blocks * PATCH_LANES)
-        return p // (blocks * PATCH_LANES), col, col < ow
-    return p // ow, p % ow, p < oh * ow
+    stride = _row_stride(ow)
+    # blocked rows are all real, only past a row's end is padding; flat ones, only past the last row
+    return p // stride, p % stride, p % stride < ow if row_blocks(ow) else p < oh * ow
 
 
 def conv_patches(xq: te.Tensor, kernel: tuple[int, int], strides: list[int], pads: list[int],
@@ -128,21 +136,15 @@ def conv_w8a8(xp: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor
     acc = te.compute((n, w.shape[0], blocks * PATCH_LANES), lambda b, o, p: te.sum(
         w[o, r].astype("int32") * xp[b, p // PATCH_LANES, r // 4, r % 4, p % PATCH_LANES].astype("int32"), axis=r),
         name=W8A8_CONV_BLOCK)
-    s = tirx.const(scale, "float32")
-
-    def dequantize(b: Any, o: Any, p: Any) -> Any:
-        y = (acc[b, o, p] - zero * colsums[o, 0]).astype("float32") * (s * scales[o, 0])
-        return y if bias is None else y + bias[o]
-
-    return te.compute(acc.shape, dequantize, name="dequantize")
+    return _dequantized(acc, 1, row_reader(colsums, None), row_reader(scales, None), bias, scale=scale, zero=zero)
 
 
 def unpad(y: te.Tensor, out_hw: tuple[int, int]) -> te.Tensor:
     """``conv_w8a8``'s ``[N, O, P']`` as the convolution's ``[N, O, OH, OW]``."""
     n, o, _ = y.shape
     oh, ow = out_hw
-    row = row_blocks(ow) * PATCH_LANES or ow
-    return te.compute((n, o, oh, ow), lambda b, c, i, j: y[b, c, i * row + j], name="unpad")
+    stride = _row_stride(ow)
+    return te.compute((n, o, oh, ow), lambda b, c, i, j: y[b, c, i * stride + j], name="unpad")
 
 
 VNNI_INTRIN = "sparsecc_dot_16x4_vnni"

@@ -27,7 +27,8 @@ from tvm.sym import Analyzer
 BLOCK = 16
 PIPELINE = "sparsecc_cpu"
 SELECT_MAX = 16
-"""A select chain is emitted for at most this many candidate values."""
+"""A select chain is emitted for at most this many candidate values (here and in ``encoded._pick``'s own chain);
+beyond it the load stays indexed."""
 
 
 def _split_invariant(index: tirx.PrimExpr) -> tuple[list[tirx.PrimExpr], list[tirx.PrimExpr]]:
