@@ -29,7 +29,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from sparsecc.bench import host_cpu
 
 from .quality import CALIB_IMAGES, CALIB_SENTENCES, SEQ, MinilmScore, code_version, load_calibration_sentences, \
     run_batched
@@ -360,7 +361,7 @@ def main() -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    doc: dict[str, Any] = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+    doc: dict[str, Any] = {"machine": f"{host_cpu()}, {torch.get_num_threads()} threads",
                            "date": time.strftime("%Y-%m-%d"), "code": code_version()}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SPARSECC_CACHE"] = cache  # cold measurement cache: every latency from this run

@@ -22,7 +22,6 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import re
 import subprocess
 import time
@@ -33,6 +32,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from sparsecc.bench import host_cpu
 
 from .run import RESULTS
 
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> dict:
     import sparsecc.interpreter  # noqa: F401
     import sparsecc.passes.compress  # noqa: F401
     t0 = time.perf_counter()
-    doc: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    doc: dict = {"machine": f"{host_cpu()}, {torch.get_num_threads()} threads",
                  "date": time.strftime("%Y-%m-%d"), "code": code_version(), "encodings": specs}
     if not args.no_minilm:
         doc["minilm"] = minilm_quality(specs)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 import traceback
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsecc.bench import time_fn
+from sparsecc.bench import host_cpu, time_fn
 
 from .models import WORKLOADS
 from .runtimes import RUNTIMES, first_output
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     runtimes = args.runtime or list(RUNTIMES)
     if "pytorch_eager" not in runtimes:
         runtimes.insert(0, "pytorch_eager")  # the baseline every ratio is against
-    doc = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    doc = {"machine": f"{host_cpu()}, {torch.get_num_threads()} threads",
            "date": time.strftime("%Y-%m-%d"), "workloads": []}
     with tempfile.TemporaryDirectory(prefix="sparsecc-bench-") as tmp:
         for name in args.workload or list(WORKLOADS):

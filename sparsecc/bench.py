@@ -158,6 +158,22 @@ def host_arch() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else machine
 
 
+def host_cpu() -> str:
+    """This machine's CPU as benchmark tables name it: architecture, the core LLVM detects and, on x86, its widest
+    vector extension (the templates' tiles and W8A8's dot product depend on it), e.g. ``x86_64 znver3 (AVX2)``."""
+    from tvm.target import Target, codegen
+
+    cpu = codegen.llvm_get_system_cpu()
+    name = f"{platform.machine()} {cpu}"
+    if host_arch() == "x86":
+        target = Target({"kind": "llvm", "mcpu": cpu})
+        isa = next((label for feature, label in (("avx512vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
+                                                 ("avx2", "AVX2")) if codegen.target_has_features(feature, target)),
+                   "no AVX2")
+        name += f" ({isa})"
+    return name
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback

@@ -57,6 +57,36 @@ def digits():
     return train_digits_cnn()
 
 
+def w8a8_tie_samples(graph, *inputs, ulps: int = 8) -> np.ndarray:
+    """Per sample (axis 0 of the inputs): whether one of its W8A8 layer inputs, as the interpreter computes it,
+    lies within ``ulps`` float32 ulps of a rounding tie (``x / scale`` at k + 0.5, the code not clamped). A
+    compiled model reassociates the float32 sums before the quantization, so there, and only there, its code may
+    round the other way: one code step on that sample's outputs (the integer arithmetic after it is exact)."""
+    import torch
+
+    from sparsecc.interpreter import run_graph
+    from sparsecc.ir import encodings
+
+    margins = []
+    quantize = encodings.W8A8.quantize
+
+    def recording(self, x):
+        v = x.detach() / self.scale
+        code = torch.round(v) + self.zero
+        ulp = torch.from_numpy(np.spacing(np.abs(v.numpy()))).to(torch.float64)
+        distance = ((v.to(torch.float64) - torch.floor(v).to(torch.float64)) - 0.5).abs() / ulp
+        distance = torch.where((code >= 0) & (code <= 255), distance, torch.full_like(distance, np.inf))
+        margins.append(distance.reshape(distance.shape[0], -1).min(1).values)
+        return quantize(self, x)
+
+    encodings.W8A8.quantize = recording
+    try:
+        run_graph(graph, *inputs)
+    finally:
+        encodings.W8A8.quantize = quantize
+    return (torch.stack(margins).min(0).values < ulps).numpy()
+
+
 def relative_error(out, ref) -> float:
     out, ref = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))

@@ -122,11 +122,14 @@ def test_gptq_beats_rtn_on_calibration_and_held_out(d, spec):
 
 def test_gptq_lazy_blocks_straddling_groups_match_one_block(layer_data):
     """Blocks of 48 columns cut the 128-column groups: the grid of a group starting mid-block must see the block's
-    pending updates, so the result matches the single-block sweep up to float rounding."""
+    pending updates, so the result matches the single-block sweep up to float rounding. Rounding may flip a code
+    (one in ~5,000 here), which moves that row's later weights and so the grid of its later groups: codes and
+    scales are compared as shares. A grid that missed the pending updates changed 62% of the scales (up to 8.5%)
+    and 7% of the codes; float rounding changed one of 1,152 scales by 9.4e-4 on a Zen 3, none on a Zen 5."""
     d, spec = layer_data["query"], QuantSpec(4, 128)
     one, lazy = (gptq(d["w"], spec, d["gram"], block=b) for b in (384, 48))
     assert np.mean(one.values == lazy.values) > 0.99
-    np.testing.assert_allclose(lazy.scales, one.scales, rtol=1e-4)
+    assert np.mean(np.isclose(lazy.scales, one.scales, rtol=1e-4, atol=0)) > 0.99
     assert abs(out_err(d["w"], lazy.dense(), d["x"]) / out_err(d["w"], one.dense(), d["x"]) - 1) < 0.02
 
 

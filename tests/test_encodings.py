@@ -607,6 +607,32 @@ def test_w8a8_kernel_matches_interpreter(o, k, lead, bias, act):
         assert any("w8a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled") for gv, f in mod.functions.items())
 
 
+@pytest.mark.parametrize("target,layout,instruction", [
+    ({"kind": "llvm", "mcpu": "znver4"}, "OI16o4i", "vpdpbusd"),
+    ({"kind": "llvm", "mcpu": "haswell"}, "OI16o2i", "vpmaddwd"),
+], ids=["avx512-vnni", "avx2"])
+@pytest.mark.parametrize("lead", [(128,), (1,)], ids=["gemm", "gemv"])
+def test_w8a8_linear_uses_the_targets_dot_product(target, layout, instruction, lead):
+    """The W8A8 weight is packed for the target's integer dot product (VNNI: 16 outputs x 4 inputs; AVX2 without
+    it: 16 x 2 for ``vpmaddwd``, inputs quantized to int16), whose instruction the kernel's code holds; where this
+    CPU can run the code, it computes the interpreter's result."""
+    from tvm.target.codegen import llvm_get_system_cpu, target_has_features
+
+    from sparsecc.backends.tvm import build, compile_graph, prepare_graph, resolve_target
+
+    g = w8a8_graph(64, 96, lead, act="gelu")
+    prepared = prepare_graph(g, target)
+    assert prepared.params["w"].encoding.meta["layout"] == layout
+    ex = build(prepared, target)
+    asm = "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    assert instruction in asm
+    host = resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
+    if not all(target_has_features(f, host) for f in ("avx2", *(["avx512vnni"] if layout == "OI16o4i" else []))):
+        pytest.skip(f"this CPU cannot run {instruction}")
+    x = np.random.default_rng(3).standard_normal(lead + (96,)).astype(np.float32)
+    assert rel(compile_graph(g, target)(x)[0], run_graph(g, x)[0]) <= 1e-5
+
+
 def test_w8a8_interpreter_is_integer_arithmetic():
     """The interpreter's W8A8 linear is uint8 inputs times int8 codes, summed exactly, then scaled."""
     g = w8a8_graph(16, 32, (4,), bias=False)

@@ -66,6 +66,34 @@ def test_fused_gelu_epilogue_and_schedule_applied():
     np.testing.assert_allclose(out, run_graph(g, x)[0], rtol=1e-5, atol=1e-5)
 
 
+AVX2, AVX512 = {"kind": "llvm", "mcpu": "haswell"}, {"kind": "llvm", "mcpu": "znver4"}
+
+
+@pytest.mark.parametrize("target,budget,rows", [(AVX2, 6, 4), (AVX512, 24, 8), ("arm64", 6, 4)],
+                         ids=["avx2", "avx512", "arm64"])
+def test_register_tile_fits_the_target_registers(target, budget, rows):
+    """A tile row of 16 float32 lanes costs one AVX-512 register, two AVX2 ones, four NEON ones: the tile takes as
+    many rows as 3/4 of the register file holds (128 rows: 8 with AVX-512; 4 with AVX2, where 8 spilled on every
+    FMA) and still computes the same thing."""
+    from sparsecc.backends.tvm import resolve_target
+    from sparsecc.backends.tvm.kernels.matmul import tile_rows
+    from sparsecc.backends.tvm.kernels.tiling import accumulator_budget
+
+    assert accumulator_budget(resolve_target(target), 16) == budget
+    assert tile_rows(tvm.tirx.IntImm("int32", 128), budget=budget) == rows
+    assert tile_rows(tvm.tirx.IntImm("int32", 1), budget=budget) == 1
+
+
+@pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx2", tvm.target.Target(
+    {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})), reason="this CPU has no AVX2")
+def test_avx2_tile_matches_numpy():
+    """The AVX2 register tile (4 rows x 16 lanes) with a fused epilogue, run here (any AVX-512 CPU runs it too)."""
+    g = linear_graph((128,), 384, 96, act="gelu")
+    x = RNG.standard_normal((128, 384)).astype("float32")
+    out = compile_graph(g, AVX2)(x)[0]
+    np.testing.assert_allclose(out, run_graph(g, x)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_relayout_packs_only_what_its_kernel_reads():
     g = linear_graph((4,), 32, 48)
     # a second, non-linear user of a weight (tied embedding) keeps it unpacked

@@ -797,8 +797,10 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
     if dtype_of(x) != "float32":
         raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
     act = cx.graph.params[cx.node.inputs[1]].encoding.meta.get("activation")
-    if act is not None:
-        xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"]), x, name="quantize_input")
+    if act is not None:  # codes as int16 for a weight packed in pairs of inputs (AVX2's vpmaddwd)
+        pairs = fmt.lanes is not None and shape_of(weight)[3] == 2
+        xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"], dtype="int16" if pairs else "uint8"),
+                   x, name="quantize_input")
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
         return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), *args,
                      name="dense_w8a8")

@@ -11,6 +11,7 @@ from sparsecc.ir import encodings
 from sparsecc.ir.graph import Encoding, Graph, Node, Param, TensorType
 from sparsecc.ir.layouts import blocked_layout, conv_layout, pack
 
+from .kernels.w8a8 import dot_product_width
 from .targets import TargetLike, resolve_target
 
 LANES = 16
@@ -40,11 +41,13 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
     to the next multiple, and the padded outputs are sliced off (``_pad_outputs``). A weight is left alone when
     another op also reads it (tied embeddings), when it already has a layout, or when padding would add more than
     ``PAD_MAX`` of its rows."""
-    if resolve_target(target).kind.name != "llvm":
+    target = resolve_target(target)
+    if target.kind.name != "llvm":
         return graph
     graph = graph.copy()
     users = graph.users()
     layout = blocked_layout(LANES)
+    dot = dot_product_width(target)
     for node in list(graph.nodes):
         if node.op == "conv":
             _pack_narrow_conv(graph, node, users)
@@ -52,8 +55,8 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
             continue
         name = node.inputs[1]
         if encodings.is_compressed(graph, name):
-            if encodings.can_relayout(graph, name, LANES) and len(users[name]) == 1:
-                encodings.relayout(graph, name, LANES)
+            if encodings.can_relayout(graph, name, LANES, dot) and len(users[name]) == 1:
+                encodings.relayout(graph, name, LANES, dot)
             continue
         if (not _plain_float32(graph, name, 2)
                 or any(u.op != "linear" or u.inputs.index(name) != 1 for u in users[name])):

@@ -285,30 +285,31 @@ def is_compressed(graph: "Graph", name: str) -> bool:
     return p is not None and p.encoding.kind != "dense"
 
 
-def cpu_layout(meta: dict, block: int) -> str:
-    """The layout CPU kernels read a compressed weight in: ``OI{b}o``, or ``OI{b}o4i`` for W8A8's dot products."""
-    return blocked_layout(block, 4 if "activation" in meta else 0)
+def cpu_layout(meta: dict, block: int, dot: int = 4) -> str:
+    """The layout CPU kernels read a compressed weight in: ``OI{b}o``, or for W8A8's dot products ``OI{b}o{dot}i``
+    (``dot`` inputs per output and instruction: 4 for x86 ``vpdpbusd``, 2 for AVX2 ``vpmaddwd``)."""
+    return blocked_layout(block, dot if "activation" in meta else 0)
 
 
-def can_relayout(graph: "Graph", name: str, block: int) -> bool:
+def can_relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> bool:
     """Whether ``relayout`` applies: rows a multiple of ``block``, bit-packed arrays in whole uint32 words, W8A8
-    inputs in whole groups of 4."""
+    inputs in whole groups of ``dot``."""
     param = graph.params[name]
     meta = param.encoding.meta
     arrays = {"data": param.data, **{k: graph.params[meta[k]].data for k in COMPANIONS if k in meta}}
     packed = _bit_packed(meta)
     return "layout" not in meta and meta["shape"][0] % block == 0 and all(
         a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k]) and (
-        "activation" not in meta or param.data.shape[1] % 4 == 0)
+        "activation" not in meta or param.data.shape[1] % dot == 0)
 
 
-def relayout(graph: "Graph", name: str, block: int) -> None:
+def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
     """Stores compressed param ``name`` in ``cpu_layout`` and its companions in blocks of ``block`` rows (every
     array is ``[O, ...]`` per row; bit-packed uint8 arrays become uint32 words first)."""
     from sparsecc.ir.graph import Encoding, Param
 
     param = graph.params[name]
-    layout = cpu_layout(param.encoding.meta, block)
+    layout = cpu_layout(param.encoding.meta, block, dot)
     meta = dict(param.encoding.meta, layout=layout)
     words = _bit_packed(meta)
     for key in COMPANIONS:

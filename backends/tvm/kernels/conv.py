@@ -16,16 +16,17 @@ from tvm import s_tir, te, tirx, topi
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
-from .tiling import find_block, tile_write_back
+from .tiling import accumulator_budget, find_block, tile_write_back
 
 CONV_BLOCK = "sparsecc_conv2d"
 PACKED_CONV_BLOCK = "sparsecc_conv2d_packed"
 PAD_BLOCK = "sparsecc_conv2d_pad"
 ROWS = (6, 8, 4, 3, 2, 1)
-"""Output channels per register tile, best first; the first that divides the channel count is taken (no tail)."""
+"""Output channels per register tile, best first; the first that divides the channel count and fits the target's
+registers (``tiling.accumulator_budget``) is taken (no tail)."""
 PACKED_BLOCKS = 2
 """``conv2d_packed``'s tile: one output row x up to this many blocks of 16 channels (14 accumulators for a
-7-pixel row), as many as divide the channel blocks and keep the tile within ``TILE_BYTES``."""
+7-pixel row), as many as divide the channel blocks and keep the tile within ``TILE_BYTES`` and the registers."""
 TILE_BYTES = 1024
 """TVM's stack-allocation limit: a bigger tile moves its accumulators to a workspace buffer, and every FMA stores
 to memory (a 14-pixel x 32-channel tile ran 15x slower)."""
@@ -130,8 +131,10 @@ class DirectConv2D(dl.ScheduleRule):
         sch, conv, out, pad = found
         b, o, h, v = sch.get_loops(out)
         channels = int(sch.get(o).extent)
-        rows = next(r for r in ROWS if channels % r == 0)  # each row finds its own group's input: any count works
         lanes = _lanes(int(sch.get(v).extent))
+        budget = accumulator_budget(target, lanes)
+        # each row finds its own group's input: any count works
+        rows = next(r for r in ROWS if channels % r == 0 and (r <= budget or r == 1))
         oo, oi = sch.split(o, [None, rows])
         vo, vi = sch.split(v, [None, lanes])
         sch.reorder(b, oo, h, vo, oi, vi)
@@ -163,8 +166,9 @@ class PackedConv2D(dl.ScheduleRule):
         lanes = int(sch.get(conv).reads[-1].source.shape[-1])
         b, o, h, v = sch.get_loops(out)
         width, channel_blocks = int(sch.get(v).extent), int(sch.get(o).extent) // lanes
-        blocks = next(k for k in range(PACKED_BLOCKS, 0, -1)
-                      if channel_blocks % k == 0 and (width * k * lanes * 4 <= TILE_BYTES or k == 1))
+        budget = accumulator_budget(target, lanes)
+        blocks = next(k for k in range(PACKED_BLOCKS, 0, -1) if channel_blocks % k == 0 and (
+            (width * k * lanes * 4 <= TILE_BYTES and width * k <= budget) or k == 1))
         oo, oi = sch.split(o, [None, blocks * lanes])
         sch.reorder(b, oo, h, v, oi)
         sch.compute_at(conv, h, preserve_unit_loops=True)

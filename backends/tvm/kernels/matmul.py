@@ -17,7 +17,7 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from .encoded import ENCODED_BLOCK, GROUP_SUM_BLOCK
-from .tiling import find_block, tile_write_back
+from .tiling import accumulator_budget, find_block, tile_write_back
 
 DENSE_BLOCK = "sparsecc_dense_packed"
 MATMUL_BLOCK = "sparsecc_matmul"
@@ -28,7 +28,8 @@ LANES = 16
 
 ROWS = (6, 8, 4)
 """Candidate output rows per register tile, best first: 6-8 rows x 16 lanes keep 6-8 independent accumulators
-in flight per broadcast, enough to hide FMA latency."""
+in flight per broadcast, enough to hide FMA latency; a target whose registers hold fewer such rows (AVX2: 16
+lanes are two ymm registers) takes the candidates that fit."""
 
 COL_BLOCKS, COL_BLOCKS_GEMV = 1, 4
 """Lane blocks per register tile: GEMV has one row, so it takes four blocks (four accumulators, four weight
@@ -72,34 +73,38 @@ def _is_one(d: tirx.PrimExpr) -> bool:
     return isinstance(d, (int, tirx.IntImm)) and int(d) == 1
 
 
-def _col_blocks(rows: int, extent: tirx.PrimExpr, lanes: int) -> int:
-    """Lane blocks per tile: enough independent accumulators (rows x blocks) to hide the FMA latency."""
-    want = COL_BLOCKS_GEMV if rows == 1 else COL_BLOCKS
+def _col_blocks(rows: int, extent: tirx.PrimExpr, lanes: int, budget: int) -> int:
+    """Lane blocks per tile: enough independent accumulators (rows x blocks) to hide the FMA latency, as many as
+    the register ``budget`` (accumulators of ``lanes``) holds."""
+    want = max(1, min(COL_BLOCKS_GEMV if rows == 1 else COL_BLOCKS, budget // rows))
     n = int(extent) // lanes
     return next(b for b in range(want, 0, -1) if n % b == 0)
 
 
-def tile_rows(extent: tirx.PrimExpr, exact: bool = False) -> int:
-    """Rows per register tile: one for GEMV; else a count that divides the row extent when one does (a symbolic
-    ``batch*128`` included), so tiles need no bounds check. When none does (a bare symbolic ``batch``), ``ROWS[0]``
-    with a bounds check, or 1 if ``exact`` (a tensorized tile cannot take the check)."""
+def tile_rows(extent: tirx.PrimExpr, exact: bool = False, budget: int = max(ROWS)) -> int:
+    """Rows per register tile: one for GEMV; else a count of at most ``budget`` (the accumulators a row of the
+    tile costs fit the target's registers, ``tiling.accumulator_budget``) that divides the row extent when one does
+    (a symbolic ``batch*128`` included), so tiles need no bounds check. When none does (a bare symbolic ``batch``),
+    the first such count with a bounds check, or 1 if ``exact`` (a tensorized tile cannot take the check)."""
     if isinstance(extent, tirx.IntImm) and int(extent) == 1:
         return 1
+    fitting = [r for r in (*ROWS, 3, 2) if r <= budget] or [1]
     analyzer = Analyzer()
-    return next((r for r in ROWS if analyzer.can_prove(tirx.floormod(extent, r) == 0)), 1 if exact else ROWS[0])
+    return next((r for r in fitting if analyzer.can_prove(tirx.floormod(extent, r) == 0)), 1 if exact else fitting[0])
 
 
-def _tile_output(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int,
+def _tile_output(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int, budget: int,
                  keep: tuple[str, ...] = ()) -> tuple[list, s_tir.schedule.LoopRV, int] | None:
     """Writes ``block``'s result back through a scratch tile (``tile_write_back``), splits the output into tiles of
-    ``tile_rows`` rows x ``blocks`` lane blocks and computes ``block`` once per tile. Returns the loops over tiles,
-    the write-back's column loop within a tile and ``blocks``; None when the epilogue does not fold."""
+    ``tile_rows`` rows x ``blocks`` lane blocks, at most ``budget`` accumulators of ``lanes``, and computes
+    ``block`` once per tile. Returns the loops over tiles, the write-back's column loop within a tile and
+    ``blocks``; None when the epilogue does not fold."""
     out = tile_write_back(sch, block, keep)
     if out is None:
         return None
     *outer, m, n = sch.get_loops(out)  # tile: rows of the last leading axis x blocks of lanes columns
-    rows = tile_rows(sch.get(m).extent)
-    blocks = _col_blocks(rows, sch.get(n).extent, lanes)
+    rows = tile_rows(sch.get(m).extent, budget=budget)
+    blocks = _col_blocks(rows, sch.get(n).extent, lanes, budget)
     mo, mi = sch.split(m, [None, rows])
     no, ni = sch.split(n, [None, blocks * lanes])
     sch.reorder(*outer, mo, no, mi, ni)
@@ -122,7 +127,7 @@ class RegisterTiledMatmul(dl.ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         if find_block(sch, GROUP_SUM_BLOCK) is not None:
-            return self._group_sums(sch)
+            return self._group_sums(sch, target)
         dense = find_block(sch, DENSE_BLOCK, ENCODED_BLOCK, MATMUL_BLOCK)
         if dense is None:
             return None
@@ -131,7 +136,7 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         # are packed in blocks of LANES, see relayout.py)
         lanes = int(sch.get(dense).reads[-1].source.shape[2]) if name == DENSE_BLOCK else LANES
         reductions = sum(1 for v in sch.get(dense).iter_vars if v.iter_type == tirx.IterVar.CommReduce)
-        tiled = _tile_output(sch, dense, lanes)
+        tiled = _tile_output(sch, dense, lanes, accumulator_budget(target, lanes))
         if tiled is None:
             return None
         tile, write_back, blocks = tiled
@@ -151,12 +156,12 @@ class RegisterTiledMatmul(dl.ScheduleRule):
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
 
-    def _group_sums(self, sch: s_tir.Schedule) -> s_tir.Schedule | None:
+    def _group_sums(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
         """A quantized weight's kernel (``encoded.dense_encoded``): the output tile walks the scale groups; per
         group, the tile of group sums (``ENCODED_BLOCK``) is accumulated in registers from zero like a dense tile,
-        then scaled once and added to the output tile (``GROUP_SUM_BLOCK``)."""
+        then scaled once and added to the output tile (``GROUP_SUM_BLOCK``): two tiles share the registers."""
         top, sums = sch.get_sblock(GROUP_SUM_BLOCK), sch.get_sblock(ENCODED_BLOCK)
-        tiled = _tile_output(sch, top, LANES, keep=(ENCODED_BLOCK,))
+        tiled = _tile_output(sch, top, LANES, accumulator_budget(target, LANES) // 2, keep=(ENCODED_BLOCK,))
         if tiled is None:
             return None
         tile, write_back, blocks = tiled

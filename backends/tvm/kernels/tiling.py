@@ -1,8 +1,36 @@
 """What the register-tiled templates (``matmul.py``, ``conv.py``) share: a PrimFunc reduced to one reduction block
-whose result is written back through a small scratch tile, with every elementwise neighbour folded in."""
+whose result is written back through a small scratch tile, with every elementwise neighbour folded in; and how
+big that tile may be on a target's vector register file."""
 from __future__ import annotations
 
 from tvm import s_tir
+from tvm.target import Target
+
+ACCUMULATOR_SHARE = 3 / 4
+"""Of a target's vector registers, the share a tile's accumulators may hold: the rest keep the loaded weight
+vectors and the broadcast input. An AVX2 tile of 8 rows x 16 float32 lanes (16 of its 16 ymm registers) spilled
+on every FMA: MiniLM's 384 -> 1536 linear ran 51 GMAC/s, 87 with 4 rows (a Zen 3 core)."""
+
+
+def vector_registers(target: Target) -> tuple[int, int]:
+    """(float32 lanes per vector register, vector registers) of a CPU target: AVX-512 16 x 32, AVX/AVX2 8 x 16,
+    AArch64 NEON 4 x 32, anything else 4 x 16."""
+    from tvm.target.codegen import target_has_features
+
+    if "aarch64" in str(target.attrs.get("mtriple", "") or ""):
+        return 4, 32
+    if target_has_features("avx512f", target):
+        return 16, 32
+    if target_has_features("avx", target):
+        return 8, 16
+    return 4, 16
+
+
+def accumulator_budget(target: Target, lanes: int) -> int:
+    """How many ``lanes``-wide accumulators a register tile may keep on ``target`` (one needs ``lanes`` / the
+    vector's lanes registers)."""
+    vector_lanes, registers = vector_registers(target)
+    return max(1, int(registers * ACCUMULATOR_SHARE) // max(1, -(-lanes // vector_lanes)))
 
 
 def tile_write_back(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV,

@@ -9,10 +9,13 @@ A 2-D convolution is the same GEMM with the roles turned round (``conv_w8a8``): 
 against the quantized input's patches (``conv_patches``: a quarter of float32 patches' bytes, 16 output positions
 per block), so the result comes out channels-first, as the next op wants it.
 
-On x86 with AVX-512 VNNI the weight is packed ``OI16o4i`` (``[O/16, K/4, 16, 4]``) and ``VnniMatmul`` tiles the
-output like ``RegisterTiledMatmul`` but tensorizes the inner 16 outputs x 4 inputs into one ``vpdpbusd`` (64
-multiply-adds per instruction, four times a float32 FMA's), with the dequantization and any epilogue folded into
-the tile's write-back. Other targets run the same compute with TVM's default loops (correct, not fast).
+On x86 with AVX-512 VNNI the weight is packed ``OI16o4i`` (``[O/16, K/4, 16, 4]``) and ``DotProductMatmul``
+tiles the output like ``RegisterTiledMatmul`` but tensorizes the inner 16 outputs x 4 inputs into one
+``vpdpbusd`` (64 multiply-adds per instruction, four times a float32 FMA's), with the dequantization and any
+epilogue folded into the tile's write-back. With AVX2 and no VNNI (a Zen 3) a linear's weight is packed
+``OI16o2i`` and each 8 outputs x 2 inputs are one ``vpmaddwd`` on the codes widened to int16 (16 exact
+multiply-adds, twice a float32 FMA's; ``vpmaddubsw`` would take 32 but saturates its int16 sums). Other targets,
+and AVX2 convolutions, run the same compute with TVM's default loops (correct, not fast).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from tvm.target import Target
 
 from .encoded import row_reader
 from .matmul import tile_rows
-from .tiling import find_block, tile_write_back
+from .tiling import accumulator_budget, find_block, tile_write_back
 
 W8A8_BLOCK = "sparsecc_dense_w8a8"
 W8A8_CONV_BLOCK = "sparsecc_conv_w8a8"
@@ -36,20 +39,22 @@ BLOCKS, BLOCKS_GEMV = 2, 4
 """Register tile: ``tile_rows`` rows x blocks of 16 int32 accumulators (12-16 in flight hide vpdpbusd's latency)."""
 
 
-def quantize_input(x: te.Tensor, *, scale: float, zero: int) -> te.Tensor:
+def quantize_input(x: te.Tensor, *, scale: float, zero: int, dtype: str = "uint8") -> te.Tensor:
+    """The uint8 codes of ``x``, stored as ``dtype``: ``int16`` for AVX2's ``vpmaddwd``, which then broadcasts an
+    input pair with one load."""
     s = tirx.const(scale, "float32")
     return te.compute(x.shape, lambda *i: tirx.max(tirx.min(tirx.nearbyint(x[i] / s) + float(zero), 255.0), 0.0)
-                      .astype("uint8"), name=QUANTIZE_BLOCK)
+                      .astype(dtype), name=QUANTIZE_BLOCK)
 
 
 def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
                *, scale: float, zero: int, lanes: int | None) -> te.Tensor:
-    """``xq`` uint8 ``[..., K]``, ``w`` int8 ``[O, K]`` or packed ``[O/b, K/4, b, 4]``; ``scales``/``colsums``
-    ``[O, 1]`` or packed ``[O/b, 1, b]``."""
+    """``xq`` uint8 codes ``[..., K]`` (stored as int16 for ``d`` = 2), ``w`` int8 ``[O, K]`` or packed
+    ``[O/b, K/d, b, d]``; ``scales``/``colsums`` ``[O, 1]`` or packed ``[O/b, 1, b]``."""
     *lead, k = xq.shape
     if lanes:
-        rows = w.shape[0] * lanes
-        code = lambda o, r: w[o // lanes, r // 4, o % lanes, r % 4]  # noqa: E731
+        rows, dot = w.shape[0] * lanes, int(w.shape[3])
+        code = lambda o, r: w[o // lanes, r // dot, o % lanes, r % dot]  # noqa: E731
     else:
         rows = w.shape[0]
         code = lambda o, r: w[o, r]  # noqa: E731
@@ -152,6 +157,20 @@ VNNI_INTRIN_PATCHES = "sparsecc_dot_16x4_vnni_patches"
 """``vpdpbusd`` as tensor intrinsics: 16 int32 accumulators += 4 broadcast bytes . 16 x 4 packed bytes. A linear
 broadcasts its uint8 input against its int8 weight packed ``[16, 4]``; a convolution broadcasts its int8 weight
 against uint8 patches stored ``[4, 16]`` (``conv_patches``), turned ``[16, 4]`` by one byte shuffle first."""
+AVX2_INTRIN = "sparsecc_dot_8x2_avx2"
+"""``vpmaddwd`` as a tensor intrinsic: 8 int32 accumulators += 2 broadcast input codes (stored as int16) . 8 x 2
+packed int8 codes widened to int16 (exact: each pair sums to at most 2 x 255 x 128)."""
+
+
+def dot_product_width(target: Target) -> int:
+    """Inputs per output one integer dot-product instruction of ``target`` sums, the ``d`` of W8A8's weight layout
+    ``OI16o{d}i``: 2 for AVX2 without VNNI (``vpmaddwd``), else 4 (``vpdpbusd``; the default loops read any)."""
+    from tvm.target.codegen import target_has_features
+
+    if (target.kind.name == "llvm" and not target_has_features("avx512vnni", target)
+            and target_has_features("avx2", target)):
+        return 2
+    return 4
 
 
 def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> None:
@@ -200,13 +219,48 @@ def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> Non
     TensorIntrin.register(name, desc, impl, override=True)
 
 
-class VnniMatmul(dl.ScheduleRule):
+def _register_pmaddwd(name: str) -> None:
+    """Registers ``name``: ``c[8] += a[2] . b[8, 2]``, ``a`` int16 (broadcast as one 32-bit word), ``b`` int8
+    (sign-extended to int16), as one ``vpmaddwd``. Widening a uint8 pair in the loop instead took three shuffles
+    per row and step, which made the kernel twice as slow as the float32 one."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((8, 2), "int8", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+            T.writes(c[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((8, 2), "int8", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+            T.writes(c[0:8])
+            pair = T.reinterpret(a.vload([0], "int16x2"), dtype="int32")
+            a_x16 = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
+            b_x16 = T.cast(b.vload([0, 0], "int8x16"), "int16x16")
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a_x16, b_x16, dtype="int32x8")
+
+    TensorIntrin.register(name, desc, impl, override=True)
+
+
+class DotProductMatmul(dl.ScheduleRule):
     """Schedules a PrimFunc holding a ``W8A8_BLOCK`` on a packed weight, or a ``W8A8_CONV_BLOCK``, for x86 with
-    AVX-512 VNNI."""
+    AVX-512 VNNI (``vpdpbusd``); a ``W8A8_BLOCK`` on an ``OI16o2i`` weight also for AVX2 (``vpmaddwd``)."""
 
     def __init__(self) -> None:
         _register_vnni(VNNI_INTRIN, "uint8", "int8", k_major=False)
         _register_vnni(VNNI_INTRIN_PATCHES, "int8", "uint8", k_major=True)
+        _register_pmaddwd(AVX2_INTRIN)
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from tvm.target.codegen import target_has_features
@@ -215,10 +269,18 @@ class VnniMatmul(dl.ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         block = find_block(sch, W8A8_BLOCK, W8A8_CONV_BLOCK)
-        if block is None or not target_has_features("avx512vnni", target):
+        if block is None:
             return None
         conv = sch.get(block).name_hint == W8A8_CONV_BLOCK
-        if len(sch.get(block).reads[1].source.shape) != (5 if conv else 4):
+        packed = sch.get(block).reads[1].source.shape  # the weight (linear) or the patches (conv)
+        if len(packed) != (5 if conv else 4):
+            return None
+        dot = 4 if conv else int(packed[3])
+        if target_has_features("avx512vnni", target) and dot == 4:
+            intrin, vector = VNNI_INTRIN_PATCHES if conv else VNNI_INTRIN, 16
+        elif not conv and dot == 2 and target_has_features("avx2", target):
+            intrin, vector = AVX2_INTRIN, 8
+        else:
             return None
         # the input's quantization is computed once, before the tiles (a quantization that is this function's
         # epilogue, feeding the next W8A8 layer, folds into the write-back like any other)
@@ -236,23 +298,34 @@ class VnniMatmul(dl.ScheduleRule):
             sch.parallel(outer)
             sch.vectorize(inner)
         *outer, m, n = sch.get_loops(out)
-        rows = tile_rows(sch.get(m).extent, exact=True)
-        blocks = BLOCKS_GEMV if rows == 1 else BLOCKS
-        n_extent = int(sch.get(n).extent) // 16
-        blocks = next(b for b in range(blocks, 0, -1) if n_extent % b == 0)
+        rows, blocks = _tile(sch.get(m).extent, int(sch.get(n).extent) // 16, accumulator_budget(target, 16))
         mo, mi = sch.split(m, [None, rows])
         no, ni = sch.split(n, [None, blocks * 16])
         sch.reorder(*outer, mo, no, mi, ni)
         sch.compute_at(block, no, preserve_unit_loops=True)
         *_, row, col, k = sch.get_loops(block)
-        blk, lane = sch.split(col, [blocks, 16])
-        ko, ki = sch.split(k, [None, 4])
+        blk, lane = sch.split(col, [None, vector])
+        ko, ki = sch.split(k, [None, dot])
         sch.reorder(ko, row, blk, lane, ki)
         sch.unroll(blk)
         sch.unroll(row)
-        sch.vectorize(sch.split(ni, [blocks, 16])[1])
+        sch.vectorize(sch.split(ni, [None, 16])[1])
         sch.parallel(sch.fuse(*outer, mo, no))
         init = sch.decompose_reduction(block, ko)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(lane, VNNI_INTRIN_PATCHES if conv else VNNI_INTRIN)
+        sch.tensorize(lane, intrin)
         return sch
+
+
+def _tile(rows_extent: tirx.PrimExpr, column_blocks: int, budget: int) -> tuple[int, int]:
+    """(rows, blocks of 16 outputs) of the register tile: ``BLOCKS_GEMV`` blocks for one row, else ``BLOCKS``
+    blocks when at least 4 rows still fit the ``budget`` of 16-lane accumulators beside them, fewer otherwise
+    (AVX2: 4 rows x 1 block rather than 2 x 2, so each widened weight vector serves 4 rows)."""
+    want = BLOCKS_GEMV if isinstance(rows_extent, tirx.IntImm) and int(rows_extent) == 1 else BLOCKS
+    for blocks in range(want, 0, -1):
+        if column_blocks % blocks:
+            continue
+        rows = tile_rows(rows_extent, exact=True, budget=max(1, budget // blocks))
+        if rows >= 4 or rows == 1 or blocks == 1:  # one row: GEMV, or no row count divides the extent
+            return rows, blocks
+    raise AssertionError("unreachable: one block always fits")
