@@ -173,6 +173,30 @@ def dot_product_width(target: Target) -> int:
     return 4
 
 
+def _dot_desc(lanes: int, width: int, broadcast: str, packed: str, k_major: bool = False) -> "tirx.PrimFunc":
+    """What an integer dot-product intrinsic computes: ``c[lanes] += a[width] . b``, int32 sums of ``a`` (dtype
+    ``broadcast``, the same ``width`` inputs for every lane) times ``b`` (dtype ``packed``), ``b`` stored
+    ``[width, lanes]`` if ``k_major`` else ``[lanes, width]``."""
+    from tvm.script import tirx as T
+
+    shape = (width, lanes) if k_major else (lanes, width)
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((width,), broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:width], b[0:shape[0], 0:shape[1]])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, width):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
+                            b[vk, vi] if k_major else b[vi, vk], "int32")
+
+    return desc
+
+
 def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> None:
     """Registers ``name``: ``c[16] += a[4] . b``, ``a`` of dtype ``broadcast``, ``b`` of ``packed`` (one of them
     uint8, the other int8), ``b`` ``[4, 16]`` if ``k_major`` else ``[16, 4]``; one ``vpdpbusd`` (which takes its
@@ -185,19 +209,6 @@ def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> Non
     from tvm.script import tirx as T
 
     shape = (4, 16) if k_major else (16, 4)
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((4,), broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
-             c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:shape[0], 0:shape[1]])
-            T.writes(c[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
-                            b[vk, vi] if k_major else b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((4,), broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
@@ -216,7 +227,7 @@ def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> Non
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], "int32x16"),
                 a_x64 if broadcast == "uint8" else b_x64, b_x64 if broadcast == "uint8" else a_x64, dtype="int32x16")
 
-    TensorIntrin.register(name, desc, impl, override=True)
+    TensorIntrin.register(name, _dot_desc(16, 4, broadcast, packed, k_major), impl, override=True)
 
 
 def _register_pmaddwd(name: str) -> None:
@@ -225,18 +236,6 @@ def _register_pmaddwd(name: str) -> None:
     per row and step, which made the kernel twice as slow as the float32 one."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((8, 2), "int8", offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:8], a[0:2], b[0:8, 0:2])
-            T.writes(c[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((2,), "int16", offset_factor=1), b: T.Buffer((8, 2), "int8", offset_factor=1),
@@ -250,7 +249,7 @@ def _register_pmaddwd(name: str) -> None:
             c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a_x16, b_x16, dtype="int32x8")
 
-    TensorIntrin.register(name, desc, impl, override=True)
+    TensorIntrin.register(name, _dot_desc(8, 2, "int16", "int8"), impl, override=True)
 
 
 class DotProductMatmul(dl.ScheduleRule):
