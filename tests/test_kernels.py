@@ -163,6 +163,7 @@ def test_batch_matmul_matches_numpy(a_shape, b_shape, out_shape):
     (2, 6, (9, 7), 10, 3, 2, [0, 1, 2, 1], 1, 2),     # batch 2, stride 2, asymmetric pads, groups, odd sizes
     (1, 16, (20, 40), 16, 3, 1, [2, 2, 2, 2], 2, 16),  # depthwise, dilation 2
     (1, 32, (7, 7), 64, 1, 1, [0, 0, 0, 0], 1, 1),     # 1x1 on a 7x7 map (ResNet's last stage)
+    (1, 16, (28, 28), 24, 1, 1, [0, 0, 0, 0], 1, 1),   # 1x1 on 28x28: one row of 784 pixels, 16-pixel vectors
     (1, 24, (15, 14), 32, 1, 2, [0, 0, 0, 0], 1, 1),   # strided 1x1: reads one stride phase of the input
     (1, 3, (23, 30), 8, 7, 2, [3, 3, 3, 3], 1, 1),     # a ResNet stem: 7x7 stride 2, both phases
     (1, 4, (17, 19), 6, 3, 3, [1, 2, 0, 1], 2, 1),     # stride 3, dilation 2: kernel rows hit 3 phases
@@ -194,6 +195,7 @@ def test_direct_conv_matches_torch(n, c, hw, o, k, stride, pads, dil, groups):
     (2, 16, (14, 14), 32, 3, 2, [1, 1, 1, 1], 1),   # batch 2, stride 2 down to 7x7
     (1, 16, (9, 10), 48, 3, 1, [1, 0, 1, 2], 2),    # dilation 2, asymmetric pads, 3 channel blocks (one per tile)
     (1, 16, (14, 14), 32, 3, 1, [1, 1, 1, 1], 1),   # 14-pixel rows: one channel block per tile (1 KiB)
+    (1, 128, (14, 14), 32, 1, 2, [0, 0, 0, 0], 1),  # strided 1x1 (ResNet's downsample): every other pixel first
 ])
 def test_narrow_conv_packs_its_weight_and_matches_torch(n, c, hw, o, k, stride, pads, dil):
     """Outputs under 16 pixels wide, sums of at least 128 products: relayout packs the weight OIHW16o, the

@@ -852,6 +852,11 @@ def _conv_core(cx: Lowering, x: relax.Expr, weight: relax.Expr, strides: Sequenc
                dilations: Sequence[int], groups: int, packed: bool = False) -> relax.Expr:
     n = _spatial(cx, x)
     dt = dtype_of(x)
+    if (n == 2 and list(shape_of(weight)[2:]) == [1, 1] and not any(pads) and list(strides) != [1, 1]
+            and all(isinstance(d, int) for d in shape_of(x)[2:])):
+        # a strided 1 x 1 convolution reads every s-th pixel: take those first, then it reads pixel for pixel
+        x = cx.emit(R.strided_slice(x, axes=[2, 3], begin=[0, 0], end=shape_of(x)[2:], strides=list(strides)))
+        strides = [1, 1]
     if packed:  # relayout packed the weight OIHW16o (a narrow float32 conv2d, groups 1)
         return cx.te(conv2d_packed, x, weight, list(strides), list(pads), list(dilations), name="conv2d")
     if n == 2 and dt == "float32" and all(isinstance(d, int) for d in shape_of(x)[1:] + shape_of(weight)):
