@@ -408,25 +408,28 @@ def test_linear_kernel_matches_interpreter(kind, shape):
 
 
 @pytest.mark.parametrize("kind", ["2:4", "2:4+int4-g16", "4:8+int4", "2:16"])
-@pytest.mark.parametrize("target", ["x86", {"kind": "llvm", "mcpu": "haswell"}], ids=["avx512", "avx2"])
-def test_nm_input_pick_is_a_permute_or_a_select_chain(kind, target):
-    """``kernels/window_gather.py``: the per-lane input an N:M weight picks compiles to ``vpermps`` with AVX-512
-    and to a select chain without it (AVX2 code runs here too), never to a per-lane gather; both compute what
-    the interpreter computes."""
-    from tvm.target.codegen import target_has_features
+@pytest.mark.parametrize("mcpu,permute", [("znver4", "permvar.sf.512"), ("haswell", "avx2.permps"), ("x86-64", None)],
+                         ids=["avx512", "avx2", "sse"])
+def test_nm_input_pick_is_a_permute_or_a_select_chain(kind, mcpu, permute):
+    """``kernels/window_gather.py``: the per-lane input an N:M weight picks compiles to one 16-lane ``vpermps``
+    with AVX-512, to 8-lane ``vpermps`` on both halves of the block with AVX2, to a select chain without either,
+    never to a per-lane gather; each computes what the interpreter computes where this CPU runs it."""
+    from tvm.target.codegen import llvm_get_system_cpu, target_has_features
 
     from sparsecc.backends.tvm import Runner, build, prepare_graph, resolve_target
 
-    if target == "x86" and not target_has_features("avx512f", resolve_target("x86")):
-        pytest.skip("this CPU has no AVX-512")
+    target = {"kind": "llvm", "mcpu": mcpu}
     nm, quant = KINDS[kind]
     g = linear_graph(make_encoding(48, 128, nm, quant, seed=5), (1,), True, None)
     prepared = prepare_graph(g, target)
     executable = build(prepared, target)
     llvm = "".join(m.inspect_source("ll") for m in [executable.mod, *executable.mod.imports] if m.kind == "llvm")
-    assert ("permvar" in llvm) == (target == "x86")
+    assert [p for p in ("permvar.sf.512", "avx2.permps") if p in llvm] == ([permute] if permute else [])
     # a per-lane gather fills its vector lane by lane, up to lane 15; a broadcast only ever writes lane 0
     assert not re.search(r"insertelement <16 x float> .*, i(32|64) 15\b", llvm)
+    host = resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
+    if mcpu == "znver4" and not target_has_features("avx512f", host):
+        pytest.skip("this CPU has no AVX-512 to run the code")
     x = np.random.default_rng(2).standard_normal((1, 128)).astype(np.float32)
     params = {k: p.data for k, p in prepared.params.items()}
     out = Runner(executable, [TensorType((1, 128), "float32")], prepared.outputs, params)(x)[0]

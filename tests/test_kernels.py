@@ -94,6 +94,32 @@ def test_avx2_tile_matches_numpy():
     np.testing.assert_allclose(out, run_graph(g, x)[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("op,attrs,hw", [
+    ("max_pool", dict(kernel=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 1]), (112, 112)),  # ResNet
+    ("avg_pool", dict(kernel=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], count_include_pad=False), (48, 48)),
+])
+def test_pooling_is_scheduled_and_matches_the_interpreter(op, attrs, hw):
+    """Pooling is scheduled, not left to TVM's scalar single-core loops: a max pool whose output rows are whole
+    vectors by ``WindowReduction`` (rows in parallel, each window element updating a vector of outputs), an average
+    pool (a sum, then a divide) by the reduction rules; NaN and padding as the interpreter has them."""
+    import torch
+
+    x = RNG.standard_normal((1, 4) + hw).astype("float32")
+    x[0, 1, 5, 7] = np.nan
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, 1) if op == "max_pool" else \
+        torch.nn.functional.avg_pool2d(torch.from_numpy(x), 2, 2)
+    g = Graph()
+    g.add_input("x", TensorType(x.shape, "float32"))
+    (y,) = g.add_node(op, ["x"], [TensorType(tuple(ref.shape), "float32")], attrs)
+    g.outputs = [y]
+    funcs = lower_graph(prepare_graph(g, "x86"), "x86").functions.items()
+    assert any("pool" in gv.name_hint and "tirx.is_scheduled" in f.attrs for gv, f in funcs
+               if isinstance(f, tvm.tirx.PrimFunc))
+    out = compile_graph(g)(x)[0]
+    np.testing.assert_allclose(out, run_graph(g, x)[0], rtol=1e-6, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
 def test_relayout_packs_only_what_its_kernel_reads():
     g = linear_graph((4,), 32, 48)
     # a second, non-linear user of a weight (tied embedding) keeps it unpacked

@@ -13,20 +13,22 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
     elementwise.py  injective PrimFuncs: one flat parallel + vectorised loop
     vecmath.py      float32 exp / erf / softmax / layer norm as vectorisable arithmetic (no scalar libm calls)
     reduction.py    row reductions with injective neighbours (softmax, layer norm): rows in parallel, partial
-                    sums/maxima vectorised (``dlight.cpu.Reduction`` plus vector partials)
+                    sums/maxima vectorised (``dlight.cpu.Reduction`` plus vector partials); window reductions
+                    (pooling): the output row vectorised
 """
 from .conv import DirectConv2D, PackedConv2D, conv2d_direct, conv2d_packed
 from .encoded import WeightFormat, decode_packed, decode_weight, dense_encoded
 from .elementwise import Injective
 from . import vecmath
-from .reduction import RowReduction
+from .reduction import RowReduction, WindowReduction
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
 from .w8a8 import DotProductMatmul, conv_patches, conv_w8a8, dense_w8a8, quantize_input, unpad
 
-CPU_RULES = (DotProductMatmul(), RegisterTiledMatmul(), DirectConv2D(), PackedConv2D(), RowReduction(), Injective())
+CPU_RULES = (DotProductMatmul(), RegisterTiledMatmul(), DirectConv2D(), PackedConv2D(), WindowReduction(), RowReduction(),
+             Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
 __all__ = ["CPU_RULES", "LANES", "DirectConv2D", "DotProductMatmul", "Injective", "PackedConv2D", "RegisterTiledMatmul",
-           "RowReduction", "WeightFormat", "batch_matmul", "conv2d_direct", "conv2d_packed", "conv_patches",
+           "RowReduction", "WindowReduction", "WeightFormat", "batch_matmul", "conv2d_direct", "conv2d_packed", "conv_patches",
            "conv_w8a8", "decode_packed", "decode_weight", "dense_encoded", "dense_packed", "dense_w8a8",
            "quantize_input", "unpad", "vecmath"]

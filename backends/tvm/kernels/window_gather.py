@@ -1,4 +1,4 @@
-"""A TIR pass for vector loads that gather from one aligned block of 16 elements: ``vpermps`` on AVX-512.
+"""A TIR pass for vector loads that gather from one aligned block of 16 elements: ``vpermps`` on x86.
 
 An N:M kernel (``encoded.py``) multiplies each stored weight by the input its index names, ``x[base + index]``,
 with a different index in every output lane. Vectorized, that is a gather, which LLVM emits one lane at a time.
@@ -8,7 +8,9 @@ and ``r + V`` provably in ``[0, 16)``, and rewrites them:
 
 * float32 x 16 on a target with AVX-512: one aligned vector load of the block, then ``vpermps`` by ``r + V``
   (one instruction instead of the compares and blends of a select chain: 2:4 + int4 GEMV ...);
-* elsewhere: a select chain over the values ``V`` can take, each a broadcast scalar load (ARM, AVX2).
+* float32 x 16 with AVX2 (8-lane ``vpermps``): the block's two halves loaded, each half of the result permuted
+  from both and blended by bit 3 of its index (4 permutes, 2 blends; 2:4 GEMV on a Zen 3 ...);
+* elsewhere: a select chain over the values ``V`` can take, each a broadcast scalar load (ARM).
 
 Both read only the block an in-bounds lane reads (the buffer's size is a multiple of 16, checked), so they are
 safe whatever the index's actual values. ``register()`` adds the pass to the end of TVM's default TIR pipeline as
@@ -42,7 +44,7 @@ def _split_invariant(index: tirx.PrimExpr) -> tuple[list[tirx.PrimExpr], list[ti
     return [], [index]
 
 
-def _rewrite(load: Any, permute: bool, analyzer: Analyzer) -> tirx.PrimExpr | None:
+def _rewrite(load: Any, permute: str | None, analyzer: Analyzer) -> tirx.PrimExpr | None:
     """The rewritten form of ``load`` (a ``TensorLoad``), or None to keep it."""
     dtype = tvm_ffi.dtype(str(load.ty))
     buffer = load.source
@@ -66,11 +68,12 @@ def _rewrite(load: Any, permute: bool, analyzer: Analyzer) -> tirx.PrimExpr | No
     start = analyzer.simplify(base - r)
     lane_type = str(tvm_ffi.dtype(str(offset.ty))).split("x")[0]
     if permute and str(dtype) == "float32x16":
-        block = tirx.BufferLoad(buffer, [tirx.Ramp(start, 1, BLOCK)])
         lane_index = analyzer.simplify(tirx.Cast("int32x16", offset + tirx.Broadcast(tirx.const(int(r), lane_type),
                                                                                       BLOCK)))
-        return tirx.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512",
-                                          block, lane_index)
+        if permute == "avx512":
+            block = tirx.BufferLoad(buffer, [tirx.Ramp(start, 1, BLOCK)])
+            return tirx.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512", block, lane_index)
+        return _permute_halves(buffer, start, lane_index)
     if hi - lo >= SELECT_MAX:
         return None
 
@@ -83,12 +86,27 @@ def _rewrite(load: Any, permute: bool, analyzer: Analyzer) -> tirx.PrimExpr | No
     return picked
 
 
+def _permute_halves(buffer: Any, start: tirx.PrimExpr, lane_index: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``buffer[start + lane_index]`` (16 lanes, indices in ``[0, 16)``) with AVX2's 8-lane ``vpermps``, which reads
+    the low 3 bits of each index: per half of the result, a permute of each half of the block, blended by bit 3."""
+    halves = [tirx.BufferLoad(buffer, [tirx.Ramp(start + h * 8, 1, 8)]) for h in (0, 1)]
+    parts = []
+    for h in (0, 1):
+        index = tirx.Shuffle([lane_index], [tirx.const(i, "int32") for i in range(h * 8, h * 8 + 8)])
+        low, high = (tirx.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", half, index) for half in halves)
+        parts.append(tirx.Select(index < tirx.Broadcast(tirx.const(8, "int32"), 8), low, high))
+    return tirx.Shuffle(parts, [tirx.const(i, "int32") for i in range(BLOCK)])
+
+
 @tvm.tirx.transform.prim_func_pass(opt_level=0, name="LowerWindowGathers")
 def lower_window_gathers(func: tirx.PrimFunc, mod: Any, ctx: Any) -> tirx.PrimFunc:
     from tvm.target.codegen import target_has_features
 
     target = func.attrs.get("target") if func.attrs is not None else None
-    permute = target is not None and target.kind.name == "llvm" and target_has_features("avx512f", target)
+    permute = None  # which vpermps: "avx512" (16 lanes), "avx2" (8 lanes), or none
+    if target is not None and target.kind.name == "llvm":
+        permute = next((isa for isa in ("avx512f", "avx2") if target_has_features(isa, target)), None)
+        permute = permute and permute.replace("avx512f", "avx512")
     analyzer = Analyzer()
 
     def visit(load: Any) -> Any:
