@@ -9,6 +9,8 @@ loop inside the reduction loop and vectorises it, so a row is summed one vector 
 """
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
@@ -72,9 +74,7 @@ class WindowReduction(dl.ScheduleRule):
         if (spatial == 0 or spatial == len(kinds) or any(k != _REDUCE for k in kinds[spatial:])
                 or not all(isinstance(e, tirx.IntImm) for e in extents)):
             return None
-        window = 1
-        for e in extents[spatial:]:
-            window *= int(e)
+        window = math.prod(int(e) for e in extents[spatial:])
         if window > WINDOW_MAX or int(extents[spatial - 1]) % 8:  # whole vectors of 8 or 16 along the row
             return None
         loops = sch.get_loops(block)

@@ -321,10 +321,9 @@ def _tile(rows_extent: tirx.PrimExpr, column_blocks: int, budget: int) -> tuple[
     blocks when at least 4 rows still fit the ``budget`` of 16-lane accumulators beside them, fewer otherwise
     (AVX2: 4 rows x 1 block rather than 2 x 2, so each widened weight vector serves 4 rows)."""
     want = BLOCKS_GEMV if isinstance(rows_extent, tirx.IntImm) and int(rows_extent) == 1 else BLOCKS
-    for blocks in range(want, 0, -1):
-        if column_blocks % blocks:
-            continue
-        rows = tile_rows(rows_extent, exact=True, budget=max(1, budget // blocks))
-        if rows >= 4 or rows == 1 or blocks == 1:  # one row: GEMV, or no row count divides the extent
-            return rows, blocks
-    raise AssertionError("unreachable: one block always fits")
+    for blocks in range(want, 1, -1):
+        if column_blocks % blocks == 0:
+            rows = tile_rows(rows_extent, exact=True, budget=max(1, budget // blocks))
+            if rows >= 4 or rows == 1:  # one row: GEMV, or no row count divides the extent
+                return rows, blocks
+    return tile_rows(rows_extent, exact=True, budget=budget), 1

@@ -105,8 +105,8 @@ def lower_window_gathers(func: tirx.PrimFunc, mod: Any, ctx: Any) -> tirx.PrimFu
     target = func.attrs.get("target") if func.attrs is not None else None
     permute = None  # which vpermps: "avx512" (16 lanes), "avx2" (8 lanes), or none
     if target is not None and target.kind.name == "llvm":
-        permute = next((isa for isa in ("avx512f", "avx2") if target_has_features(isa, target)), None)
-        permute = permute and permute.replace("avx512f", "avx512")
+        permute = next((name for feature, name in (("avx512f", "avx512"), ("avx2", "avx2"))
+                        if target_has_features(feature, target)), None)
     analyzer = Analyzer()
 
     def visit(load: Any) -> Any:
