@@ -293,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", default=None, metavar="SCHEME",
                    help="compress the linear/conv weights: int8, int4, int4-g128 (group size), int8-asym, N:M "
                         "sparsity (2:4, 1:4, 4:8), lowrank[:RATIO] (fraction of params kept), lrc:RANK (low-rank "
-                        "compensation), joined by + (2:4+int8, lowrank:0.5+int8, int4-g128+lrc:16); a stage may "
+                        "compensation), joined by + (2:4+int8, lowrank:0.5+int8, int4-g128+lrc:16); w8a8 (int8 "
+                        "weights, inputs quantized statically to uint8 from --calib: integer dot products) or w7a8 "
+                        "(the same with int7 weights, twice as fast on x86 CPUs without VNNI); a stage may "
                         "name its method with @: int4@gptq, 2:4@wanda, lowrank@asvd, lrc:16@eora. Without --calib "
                         "the data-free methods are used (rtn, magnitude, svd). 'auto': a plan per layer under "
                         "--budget, from Hessian sensitivity and latency measured on the target (needs --calib)")
@@ -349,9 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeat", type=int, default=30)
-    p.add_argument("--compress", default="w8a8", metavar="SCHEME",
+    p.add_argument("--compress", default="integer", metavar="SCHEME",
                    help="also compile a compressed copy (calibrated on built-in sentences) and report its size, "
-                        "fidelity and speed; 'none' to skip (default: w8a8)")
+                        "fidelity and speed; 'none' to skip (default: 'integer', this CPU's fastest integer "
+                        "scheme: w8a8, or w7a8 on x86 without VNNI)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("tune", help="MetaSchedule-tune a model's kernels into a database that compile applies",

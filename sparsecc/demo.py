@@ -10,7 +10,11 @@ import torch
 from sparsecc.bench import time_fn
 
 
-def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30, compress: str | None = "w8a8") -> dict:
+INTEGER = "integer"
+"""``compress`` default: this host's fastest integer scheme (``w8a8``, or ``w7a8`` on AVX2 without VNNI)."""
+
+
+def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30, compress: str | None = INTEGER) -> dict:
     import sparsecc
     from sparsecc.models.minilm import SAMPLE_SENTENCES, Tokenizer, load_minilm
 
@@ -50,6 +54,14 @@ def run_demo(seq: int = 128, batch: int = 1, repeat: int = 30, compress: str | N
         f"({'faster' if ratio < 1 else 'slower'})")
     result = {"rel_err": rel, "min_cos": float(cos.min()), "pair_cos": pair, "sparsecc_ms": ours["median_ms"],
               "torch_ms": eager["median_ms"]}
+    if compress == INTEGER:
+        from sparsecc.backends.tvm import resolve_target
+        from sparsecc.backends.tvm.kernels.w8a8 import integer_scheme
+
+        compress = integer_scheme(resolve_target("x86"))
+        if compress == "w7a8":
+            say("this CPU has AVX2 but no VNNI: W7A8 (int7 weights, which vpmaddubsw multiplies without saturating) "
+                "runs its integer layers about 1.4x faster than W8A8")
     if compress:
         result["compressed"] = _compressed(model, dyn, compress, ids, mask, out, arrays, eager["median_ms"], repeat,
                                            say)

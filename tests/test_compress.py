@@ -55,12 +55,15 @@ def rel(out, ref):
     (" 2:4@wanda + int8-asym@gptq ", QuantSpec(8, None, False), (2, 4), None, None,
      (("nm", "wanda"), ("quant", "gptq"))),
     ("lowrank@asvd+lrc:8@svd", None, None, 0.5, 8, (("lowrank", "asvd"), ("lrc", "svd"))),
+    ("w8a8", QuantSpec(8), None, None, None, ()),
+    ("w7a8@rtn", QuantSpec(7), None, None, None, (("quant", "rtn"),)),
 ])
 def test_parse_spec_accepts_grammar(text, quant, nm, lowrank, lrc, methods):
     """Every form of the documented grammar parses into the stages it names."""
     spec = parse_spec(text)
     assert (spec.quant, spec.nm, spec.lowrank, spec.compensation, spec.methods) == (quant, nm, lowrank, lrc, methods)
     assert spec.text == text
+    assert spec.activations == text.startswith("w")
 
 
 def test_spec_method_defaults():
@@ -94,6 +97,7 @@ def test_spec_method_defaults():
     ("lrc:0", "rank"),
     ("int8@", "names no method"),
     ("w8a8+2:4", "w8a8 does not compose"),
+    ("w7a8+lrc:4", "w7a8 does not compose"),
 ])
 def test_parse_spec_rejects_bad_strings(text, match):
     """A bad spec is a SparseccError whose message quotes the spec and names the offending stage."""

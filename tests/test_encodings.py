@@ -99,6 +99,15 @@ def assert_same_encoding(got, want):
 
 
 # ---- storage ----------------------------------------------------------------------------------------------------
+def test_store_rejects_codes_outside_their_bits():
+    """Codes that do not fit the encoding's bits are an error naming the weight, not a silent overflow: an int7
+    (W7A8) weight's kernel on AVX2 saturates beyond +-63."""
+    enc = make_encoding(16, 32, None, QuantSpec(7))
+    enc.values[0, 0] = 100
+    with pytest.raises(ValueError, match=r"int7 codes of w span \[.*100\], outside \[-63, 63\]"):
+        stored_graph(enc)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_store_load_round_trip(kind):
     """store then load gives back the same encoding, and the stored arrays have the documented dtypes/shapes."""
@@ -566,8 +575,8 @@ def test_cuda_build(kind):
 
 
 # ---- W8A8 ---------------------------------------------------------------------------------------------------------
-def w8a8_graph(o, k, lead, bias=True, act=None):
-    """One linear with int8 per-channel codes (RTN) and a static uint8 input grid of [-2, 2]."""
+def w8a8_graph(o, k, lead, bias=True, act=None, bits=8):
+    """One linear with int8 (or int7: W7A8) per-channel codes (RTN) and a static uint8 input grid of [-2, 2]."""
     from sparsecc.passes.compress import quantize
 
     rng = np.random.default_rng(7)
@@ -580,7 +589,7 @@ def w8a8_graph(o, k, lead, bias=True, act=None):
     if act:
         (y,) = g.add_node(act, [y], [TensorType(tuple(lead) + (o,), "float32")])
     g.outputs = [y]
-    enc = quantize.rtn(w, QuantSpec(8))
+    enc = quantize.rtn(w, QuantSpec(bits))
     enc.activation = (4.0 / 255, 128)
     E.store(g, name, enc)
     return g
@@ -610,30 +619,60 @@ def test_w8a8_kernel_matches_interpreter(o, k, lead, bias, act):
         assert any("w8a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled") for gv, f in mod.functions.items())
 
 
-@pytest.mark.parametrize("target,layout,instruction", [
-    ({"kind": "llvm", "mcpu": "znver4"}, "OI16o4i", "vpdpbusd"),
-    ({"kind": "llvm", "mcpu": "haswell"}, "OI16o2i", "vpmaddwd"),
-], ids=["avx512-vnni", "avx2"])
+@pytest.mark.parametrize("target,bits,layout,instruction", [
+    ({"kind": "llvm", "mcpu": "znver4"}, 8, "OI16o4i", "vpdpbusd"),
+    ({"kind": "llvm", "mcpu": "haswell"}, 8, "OI16o2i", "vpmaddwd"),
+    ({"kind": "llvm", "mcpu": "haswell"}, 7, "OI16o4i", "vpmaddubsw"),
+    ({"kind": "llvm", "mcpu": "znver4"}, 7, "OI16o4i", "vpdpbusd"),
+], ids=["avx512-vnni", "avx2", "avx2-w7a8", "avx512-vnni-w7a8"])
 @pytest.mark.parametrize("lead", [(128,), (1,)], ids=["gemm", "gemv"])
-def test_w8a8_linear_uses_the_targets_dot_product(target, layout, instruction, lead):
+def test_w8a8_linear_uses_the_targets_dot_product(target, bits, layout, instruction, lead):
     """The W8A8 weight is packed for the target's integer dot product (VNNI: 16 outputs x 4 inputs; AVX2 without
-    it: 16 x 2 for ``vpmaddwd``, inputs quantized to int16), whose instruction the kernel's code holds; where this
-    CPU can run the code, it computes the interpreter's result."""
+    it: 16 x 2 for ``vpmaddwd``, inputs quantized to int16; W7A8 on AVX2: 16 x 4 for ``vpmaddubsw``), whose
+    instruction the kernel's code holds; where this CPU can run the code, it computes the interpreter's result."""
     from tvm.target.codegen import llvm_get_system_cpu, target_has_features
 
     from sparsecc.backends.tvm import build, compile_graph, prepare_graph, resolve_target
 
-    g = w8a8_graph(64, 96, lead, act="gelu")
+    g = w8a8_graph(64, 96, lead, act="gelu", bits=bits)
     prepared = prepare_graph(g, target)
     assert prepared.params["w"].encoding.meta["layout"] == layout
     ex = build(prepared, target)
     asm = "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
     assert instruction in asm
+    if instruction != "vpdpbusd":  # the intrinsic's operands stay in registers (TVMScript locals were a runtime
+        # workspace call per tile); VNNI's 8 x 32 int32 tile is 1 KB, at TVM's stack limit, so it has one anyway
+        assert "AllocWorkspace@GOTPCREL" not in asm
     host = resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
-    if not all(target_has_features(f, host) for f in ("avx2", *(["avx512vnni"] if layout == "OI16o4i" else []))):
+    if not all(target_has_features(f, host) for f in ("avx2", *(["avx512vnni"] if instruction == "vpdpbusd" else []))):
         pytest.skip(f"this CPU cannot run {instruction}")
     x = np.random.default_rng(3).standard_normal(lead + (96,)).astype(np.float32)
     assert rel(compile_graph(g, target)(x)[0], run_graph(g, x)[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("lead", [(32,), (1,)], ids=["gemm", "gemv"])
+def test_w7a8_avx2_kernel_is_exact_at_the_extremes(lead):
+    """``vpmaddubsw`` sums two uint8 x int8 products in int16 and saturates beyond it: int7 codes keep every pair
+    within it. Codes at +-63 against inputs at the grid's ends (codes 0 and 255, the largest pair sums that can
+    occur) give exactly the interpreter's integer result on the AVX2 kernel."""
+    from tvm.target.codegen import llvm_get_system_cpu, target_has_features
+
+    from sparsecc.backends.tvm import build, compile_graph, prepare_graph, resolve_target
+
+    g = w8a8_graph(32, 64, lead, bits=7, bias=False)
+    rng = np.random.default_rng(5)
+    enc = E.load(g, "w")
+    enc.values = np.where(rng.random(enc.values.shape) < 0.5, -63, 63).astype(np.int32)
+    E.store(g, "w", enc)
+    target = {"kind": "llvm", "mcpu": "haswell"}
+    ex = build(prepare_graph(g, target), target)
+    assert "vpmaddubsw" in "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    if not target_has_features("avx2", resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})):
+        pytest.skip("this CPU has no AVX2")
+    x = np.where(rng.random(lead + (64,)) < 0.5, -3.0, 3.0).astype(np.float32)  # codes 0 and 255 (grid [-2, 2])
+    x[..., :2] = 3.0  # a pair of 255s: against codes (63, 63) or (-63, -63), 2 x 255 x 63 = 32130
+    want = run_graph(g, x)[0]
+    np.testing.assert_allclose(compile_graph(g, target)(x)[0], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 
 
 def test_w8a8_interpreter_is_integer_arithmetic():

@@ -308,9 +308,9 @@ def test_eligible_specs_need_calibration_for_w8a8(digits_graph, digits_calibrati
     without = eligible(digits_graph, weights, None)
     assert list(with_stats) == list(layer_nodes(digits_graph))
     assert all(specs[0] == DENSE for specs in with_stats.values())
-    assert "w8a8" in with_stats["linear"] and "w8a8" in with_stats["linear_1"]
-    assert not any("w8a8" in specs for specs in without.values())
-    assert {n: [s for s in specs if s != "w8a8"] for n, specs in with_stats.items()} == without
+    assert all(s in with_stats[n] for s in ("w8a8", "w7a8") for n in ("linear", "linear_1"))
+    assert not any(s in specs for s in ("w8a8", "w7a8") for specs in without.values())
+    assert {n: [s for s in specs if s not in ("w8a8", "w7a8")] for n, specs in with_stats.items()} == without
     # the depthwise conv has no statistics (and no 2:4: its reduction is 9), the first conv no 2:4 either
     assert not any(s.startswith("2:4") for s in with_stats["convolution"] + with_stats["convolution_1"])
     assert "2:4" in with_stats["linear"]

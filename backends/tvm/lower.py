@@ -802,8 +802,8 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
         xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"], dtype="int16" if pairs else "uint8"),
                    x, name="quantize_input")
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
-        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), *args,
-                     name="dense_w8a8")
+        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes, narrow=fmt.bits == 7),
+                     *args, name=f"dense_w{fmt.bits}a8")
     if fmt.lanes is not None and fmt.nm is not None and _static_rows(x) >= DECODE_ROWS:
         packed = cx.te(partial(decode_packed, fmt=fmt), weight, *companions, name="decode_packed")
         return _linear_packed(cx, x, packed, bias)

@@ -47,7 +47,6 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
     graph = graph.copy()
     users = graph.users()
     layout = blocked_layout(LANES)
-    dot = dot_product_width(target)
     for node in list(graph.nodes):
         if node.op == "conv":
             _pack_narrow_conv(graph, node, users)
@@ -55,6 +54,7 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
             continue
         name = node.inputs[1]
         if encodings.is_compressed(graph, name):
+            dot = dot_product_width(target, (graph.params[name].encoding.meta.get("quant") or {}).get("bits", 8))
             if encodings.can_relayout(graph, name, LANES, dot) and len(users[name]) == 1:
                 encodings.relayout(graph, name, LANES, dot)
             continue

@@ -6,6 +6,8 @@ Grammar (stages joined by ``+``, each optionally ``@method``)::
     w8a8                                                     int8 weights and statically quantized uint8 inputs
                                                              (scales from calibration; integer dot products)
                                                              methods: rtn, gptq
+    w7a8                                                     the same with int7 weight codes (+-63): what AVX2
+                                                             without VNNI multiplies at twice the rate (vpmaddubsw)
     2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
     lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
                                                              methods: svd, asvd (activation-aware)
@@ -90,18 +92,18 @@ def parse_spec(text: str) -> CompressionSpec:
     if set(fields) == {"lrc"}:
         raise SparseccError(f"compress {text!r}: lrc compensates another stage's error; combine it with one, e.g. "
                             "int4-g128+lrc:16")
-    activations = fields.get("quant") == "w8a8"
+    activations = fields.get("quant") in ("w8a8", "w7a8")
     if activations:
         if len(fields) > 1:
-            raise SparseccError(f"compress {text!r}: w8a8 does not compose with other stages yet")
-        fields["quant"] = QuantSpec(8)
+            raise SparseccError(f"compress {text!r}: {fields['quant']} does not compose with other stages yet")
+        fields["quant"] = QuantSpec(7 if fields["quant"] == "w7a8" else 8)
     return CompressionSpec(text, fields.get("quant"), fields.get("nm"), fields.get("lowrank"), fields.get("lrc"),
                            activations=activations, methods=tuple(methods))
 
 
 def _stage(stage: str, text: str) -> tuple[str, object]:
-    if stage == "w8a8":
-        return "quant", "w8a8"
+    if stage in ("w8a8", "w7a8"):
+        return "quant", stage
     if m := _QUANT.fullmatch(stage):
         return "quant", QuantSpec(int(m.group(1)), int(m.group(2)) if m.group(2) else None, not m.group(3))
     if m := _NM.fullmatch(stage):
@@ -118,5 +120,5 @@ def _stage(stage: str, text: str) -> tuple[str, object]:
         if int(m.group(1)) < 1:
             raise ValueError("the compensation rank must be at least 1")
         return "lrc", int(m.group(1))
-    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, "
+    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, w7a8, "
                         "N:M, lowrank[:RATIO] or lrc:RANK)")

@@ -18,11 +18,14 @@ lowest bits first. A backend may re-lay out every one of them together (``meta["
 in such a layout the bit-packed arrays are little-endian uint32 words (8 nibbles, 16 2-bit indices), so a kernel
 unpacks them with shifts on 32-bit lanes.
 
-**W8A8** (``activation=(scale, zero)``, int8 symmetric per-channel weights only; ``linear`` and ``conv``): the op
+**W8A8** (``activation=(scale, zero)``, int8 symmetric per-channel weights only, or int7 ones: codes within +-63,
+``bits`` 7, stored as int8; ``linear`` and ``conv``): the op
 also quantizes its input, statically, to uint8 ``xq = clamp(round_half_even(x / scale) + zero, 0, 255)`` and
 multiplies integers: ``y = float32(sum_k (xq - zero) * code) * (float32(scale) * weight_scale[o])`` (``W8A8``; a
 convolution's zero padding is ``xq = zero``, i.e. ``x = 0``); the companion
 ``colsums`` ``[O, 1]`` int32 (``sum_k code``) lets an integer kernel subtract the zero point after its dot products.
+The int7 form ("W7A8") exists for x86 CPUs without VNNI: there AVX2's ``vpmaddubsw`` multiplies uint8 by int8 in
+pairs summed to int16, which saturates for int8 codes (2 x 255 x 128 > 32767) but never for int7 ones (2 x 255 x 63).
 
 ``decode`` is what every kernel computes, in the same float32 operations: the interpreter runs on it, so accuracy
 measured there is the deployed accuracy (up to the order of the summation).
@@ -51,8 +54,9 @@ class QuantSpec:
     symmetric: bool = True
 
     def __post_init__(self) -> None:
-        if self.bits not in (4, 8):
-            raise ValueError(f"quantization to {self.bits} bits: only 4 and 8 are supported")
+        if self.bits not in (4, 7, 8) or (self.bits == 7 and not self.symmetric):
+            raise ValueError(f"quantization to {self.bits} bits: only 4 and 8 are supported (and symmetric 7 for "
+                             "W7A8)")
         if self.group is not None and self.group <= 0:
             raise ValueError(f"quantization group size must be positive, got {self.group}")
 
@@ -93,7 +97,7 @@ class EncodedWeight:
     @property
     def kind(self) -> str:
         if self.activation is not None:
-            return "w8a8"
+            return f"w{self.quant.bits if self.quant else 8}a8"
         parts = ([f"{self.nm[0]}:{self.nm[1]}"] if self.nm else []) + ([self.quant.name] if self.quant else [])
         return "+".join(parts) or "dense"
 
@@ -209,6 +213,9 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
     data = enc.values
     if enc.quant is not None:
         q = enc.quant
+        if data.size and (data.min() < q.qmin or data.max() > q.qmax):
+            raise ValueError(f"{q.name} codes of {name} span [{data.min()}, {data.max()}], outside [{q.qmin}, "
+                             f"{q.qmax}]")
         meta["quant"] = {"bits": q.bits, "group": q.group, "symmetric": q.symmetric}
         if q.bits == 4:
             data = pack_bits(data + (8 if q.symmetric else 0), 4)
@@ -220,8 +227,8 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
     else:
         data = data.astype(np.float32)
     if enc.activation is not None:
-        if enc.quant is None or enc.quant.bits != 8 or not enc.quant.symmetric or enc.quant.group or enc.nm:
-            raise ValueError(f"W8A8 takes int8 symmetric per-channel weights, not {enc.kind}")
+        if enc.quant is None or enc.quant.bits not in (7, 8) or not enc.quant.symmetric or enc.quant.group or enc.nm:
+            raise ValueError(f"W8A8 takes int8 (or int7) symmetric per-channel weights, not {enc.kind}")
         meta["activation"] = {"scale": float(enc.activation[0]), "zero": int(enc.activation[1])}
         colsums = enc.values.astype(np.int32).sum(axis=1, keepdims=True).astype(np.int32)
         meta["colsums"] = graph.add_param(f"{name}.colsums", colsums)

@@ -12,10 +12,12 @@ per block), so the result comes out channels-first, as the next op wants it.
 On x86 with AVX-512 VNNI the weight is packed ``OI16o4i`` (``[O/16, K/4, 16, 4]``) and ``DotProductMatmul``
 tiles the output like ``RegisterTiledMatmul`` but tensorizes the inner 16 outputs x 4 inputs into one
 ``vpdpbusd`` (64 multiply-adds per instruction, four times a float32 FMA's), with the dequantization and any
-epilogue folded into the tile's write-back. With AVX2 and no VNNI (a Zen 3) a linear's weight is packed
+epilogue folded into the tile's write-back. With AVX2 and no VNNI (a Zen 3) a linear's int8 weight is packed
 ``OI16o2i`` and each 8 outputs x 2 inputs are one ``vpmaddwd`` on the codes widened to int16 (16 exact
-multiply-adds, twice a float32 FMA's; ``vpmaddubsw`` would take 32 but saturates its int16 sums). Other targets,
-and AVX2 convolutions, run the same compute with TVM's default loops (correct, not fast).
+multiply-adds, twice a float32 FMA's). ``vpmaddubsw`` takes 32 (8 outputs x 4 inputs, then a ``vpmaddwd`` by ones
+sums its int16 pairs) but saturates those pairs for int8 codes; for int7 ones (W7A8, ``W7A8_BLOCK``) it cannot, so
+their weight keeps ``OI16o4i`` and runs it: about 1.6x the ``vpmaddwd`` kernel on a Zen 3. Other targets, and AVX2
+convolutions, run the same compute with TVM's default loops (correct, not fast).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from .matmul import tile_rows
 from .tiling import accumulator_budget, find_block, tile_write_back
 
 W8A8_BLOCK = "sparsecc_dense_w8a8"
+W7A8_BLOCK = "sparsecc_dense_w7a8"
+"""The same compute on int7 codes (``|code| <= 63``), which ``vpmaddubsw`` multiplies without saturating."""
 W8A8_CONV_BLOCK = "sparsecc_conv_w8a8"
 QUANTIZE_BLOCK = "sparsecc_quantize_input"
 PATCH_LANES = 16
@@ -48,9 +52,9 @@ def quantize_input(x: te.Tensor, *, scale: float, zero: int, dtype: str = "uint8
 
 
 def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
-               *, scale: float, zero: int, lanes: int | None) -> te.Tensor:
+               *, scale: float, zero: int, lanes: int | None, narrow: bool = False) -> te.Tensor:
     """``xq`` uint8 codes ``[..., K]`` (stored as int16 for ``d`` = 2), ``w`` int8 ``[O, K]`` or packed
-    ``[O/b, K/d, b, d]``; ``scales``/``colsums`` ``[O, 1]`` or packed ``[O/b, 1, b]``."""
+    ``[O/b, K/d, b, d]`` (int7 codes if ``narrow``); ``scales``/``colsums`` ``[O, 1]`` or packed ``[O/b, 1, b]``."""
     *lead, k = xq.shape
     if lanes:
         rows, dot = w.shape[0] * lanes, int(w.shape[3])
@@ -60,7 +64,8 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
         code = lambda o, r: w[o, r]  # noqa: E731
     r = te.reduce_axis((0, k), name="k")
     acc = te.compute((*lead, rows), lambda *i: te.sum(
-        xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r), name=W8A8_BLOCK)
+        xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r),
+        name=W7A8_BLOCK if narrow else W8A8_BLOCK)
     return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
 
 
@@ -160,17 +165,27 @@ against uint8 patches stored ``[4, 16]`` (``conv_patches``), turned ``[16, 4]`` 
 AVX2_INTRIN = "sparsecc_dot_8x2_avx2"
 """``vpmaddwd`` as a tensor intrinsic: 8 int32 accumulators += 2 broadcast input codes (stored as int16) . 8 x 2
 packed int8 codes widened to int16 (exact: each pair sums to at most 2 x 255 x 128)."""
+AVX2_INTRIN_INT7 = "sparsecc_dot_8x4_avx2_int7"
+"""``vpmaddubsw`` then ``vpmaddwd`` by ones: 8 int32 accumulators += 4 broadcast uint8 input codes . 8 x 4 packed
+int7 codes (exact: a pair sums to at most 2 x 255 x 63 < 2^15)."""
 
 
-def dot_product_width(target: Target) -> int:
-    """Inputs per output one integer dot-product instruction of ``target`` sums, the ``d`` of W8A8's weight layout
-    ``OI16o{d}i``: 2 for AVX2 without VNNI (``vpmaddwd``), else 4 (``vpdpbusd``; the default loops read any)."""
+def dot_product_width(target: Target, bits: int = 8) -> int:
+    """Inputs per output one integer dot-product step of ``target`` sums for ``bits``-bit weight codes, the ``d`` of
+    W8A8's weight layout ``OI16o{d}i``: 2 for int8 codes on AVX2 without VNNI (``vpmaddwd``), else 4 (``vpdpbusd``;
+    ``vpmaddubsw`` for int7 codes on AVX2; the default loops read any)."""
     from tvm.target.codegen import target_has_features
 
-    if (target.kind.name == "llvm" and not target_has_features("avx512vnni", target)
+    if (bits == 8 and target.kind.name == "llvm" and not target_has_features("avx512vnni", target)
             and target_has_features("avx2", target)):
         return 2
     return 4
+
+
+def integer_scheme(target: Target) -> str:
+    """The integer ``--compress`` scheme that runs fastest on ``target``: ``w7a8`` on AVX2 without VNNI (its int7
+    weights take ``vpmaddubsw``, twice ``vpmaddwd``'s multiply-adds), else ``w8a8``."""
+    return "w7a8" if dot_product_width(target, 8) == 2 else "w8a8"
 
 
 def _dot_desc(lanes: int, width: int, broadcast: str, packed: str, k_major: bool = False) -> "tirx.PrimFunc":
@@ -216,13 +231,13 @@ def _register_vnni(name: str, broadcast: str, packed: str, k_major: bool) -> Non
         with T.sblock("root"):
             T.reads(c[0:16], a[0:4], b[0:shape[0], 0:shape[1]])
             T.writes(c[0:16])
-            a_x64 = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], broadcast + "x4"), dtype="int32"), 16),
-                                  dtype=broadcast + "x64")
-            b_x64 = b.vload([0, 0], dtype=packed + "x64")
-            if k_major:  # byte 4 i + k of the result is byte 16 k + i of the block
-                q = T.ramp(T.int8(0), T.int8(1), 64)
-                b_x64 = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.qi.512"), b_x64,
-                                                q % T.int8(4) * T.int8(16) + q // T.int8(4), dtype=packed + "x64")
+            a_x64 = T.meta_var(T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], broadcast + "x4"), dtype="int32"),
+                                                         16), dtype=broadcast + "x64"))
+            stored = T.meta_var(b.vload([0, 0], dtype=packed + "x64"))
+            q = T.meta_var(T.ramp(T.int8(0), T.int8(1), 64))  # byte 4 i + k of the result: byte 16 k + i of the block
+            b_x64 = T.meta_var(T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.permvar.qi.512"), stored,
+                q % T.int8(4) * T.int8(16) + q // T.int8(4), dtype=packed + "x64") if k_major else stored)
             c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], "int32x16"),
                 a_x64 if broadcast == "uint8" else b_x64, b_x64 if broadcast == "uint8" else a_x64, dtype="int32x16")
@@ -243,23 +258,49 @@ def _register_pmaddwd(name: str) -> None:
         with T.sblock("root"):
             T.reads(c[0:8], a[0:2], b[0:8, 0:2])
             T.writes(c[0:8])
-            pair = T.reinterpret(a.vload([0], "int16x2"), dtype="int32")
-            a_x16 = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
-            b_x16 = T.cast(b.vload([0, 0], "int8x16"), "int16x16")
+            pair = T.meta_var(T.reinterpret(a.vload([0], "int16x2"), dtype="int32"))
+            a_x16 = T.meta_var(T.reinterpret(T.broadcast(pair, 8), dtype="int16x16"))
+            b_x16 = T.meta_var(T.cast(b.vload([0, 0], "int8x16"), "int16x16"))
             c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a_x16, b_x16, dtype="int32x8")
 
     TensorIntrin.register(name, _dot_desc(8, 2, "int16", "int8"), impl, override=True)
 
 
+def _register_maddubs(name: str) -> None:
+    """Registers ``name``: ``c[8] += a[4] . b[8, 4]``, ``a`` uint8 (broadcast as one 32-bit word), ``b`` int7 codes
+    in int8, as ``vpmaddubsw`` (uint8 x int8 products summed in pairs to int16) and ``vpmaddwd`` by ones (the pairs
+    summed to int32). Only for int7 codes: int8 ones can overflow a pair's int16 sum, which saturates."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((8, 4), "int8", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.writes(c[0:8])
+            a_x32 = T.meta_var(T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 8),
+                                             dtype="uint8x32"))
+            pairs = T.meta_var(T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                                                       a_x32, b.vload([0, 0], "int8x32"), dtype="int16x16"))
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16),
+                dtype="int32x8")
+
+    TensorIntrin.register(name, _dot_desc(8, 4, "uint8", "int8"), impl, override=True)
+
+
 class DotProductMatmul(dl.ScheduleRule):
-    """Schedules a PrimFunc holding a ``W8A8_BLOCK`` on a packed weight, or a ``W8A8_CONV_BLOCK``, for x86 with
-    AVX-512 VNNI (``vpdpbusd``); a ``W8A8_BLOCK`` on an ``OI16o2i`` weight also for AVX2 (``vpmaddwd``)."""
+    """Schedules a PrimFunc holding a ``W8A8_BLOCK`` / ``W7A8_BLOCK`` on a packed weight, or a ``W8A8_CONV_BLOCK``,
+    for x86 with AVX-512 VNNI (``vpdpbusd``); for AVX2 without it, a ``W8A8_BLOCK`` on an ``OI16o2i`` weight
+    (``vpmaddwd``) and a ``W7A8_BLOCK`` on an ``OI16o4i`` one (``vpmaddubsw``)."""
 
     def __init__(self) -> None:
         _register_vnni(VNNI_INTRIN, "uint8", "int8", k_major=False)
         _register_vnni(VNNI_INTRIN_PATCHES, "int8", "uint8", k_major=True)
         _register_pmaddwd(AVX2_INTRIN)
+        _register_maddubs(AVX2_INTRIN_INT7)
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from tvm.target.codegen import target_has_features
@@ -267,10 +308,11 @@ class DotProductMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        block = find_block(sch, W8A8_BLOCK, W8A8_CONV_BLOCK)
+        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W8A8_CONV_BLOCK)
         if block is None:
             return None
-        conv = sch.get(block).name_hint == W8A8_CONV_BLOCK
+        name = sch.get(block).name_hint
+        conv = name == W8A8_CONV_BLOCK
         packed = sch.get(block).reads[1].source.shape  # the weight (linear) or the patches (conv)
         if len(packed) != (5 if conv else 4):
             return None
@@ -279,6 +321,8 @@ class DotProductMatmul(dl.ScheduleRule):
             intrin, vector = VNNI_INTRIN_PATCHES if conv else VNNI_INTRIN, 16
         elif not conv and dot == 2 and target_has_features("avx2", target):
             intrin, vector = AVX2_INTRIN, 8
+        elif name == W7A8_BLOCK and dot == 4 and target_has_features("avx2", target):
+            intrin, vector = AVX2_INTRIN_INT7, 8
         else:
             return None
         # the input's quantization is computed once, before the tiles (a quantization that is this function's
