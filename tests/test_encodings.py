@@ -687,8 +687,9 @@ def test_w8a8_interpreter_is_integer_arithmetic():
     np.testing.assert_array_equal(run_graph(g, x)[0], want)
 
 
-def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True):
-    """One 2-D convolution + ReLU with int8 per-channel codes (RTN) and a static uint8 input grid of [-2, 2]."""
+def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True, bits=8):
+    """One 2-D convolution + ReLU with int8 (int7: W7A8) per-channel codes (RTN) and a static uint8 input grid of
+    [-2, 2]."""
     from sparsecc.passes.compress import quantize
 
     rng = np.random.default_rng(11)
@@ -702,7 +703,7 @@ def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True):
                                              "groups": 1})
     (y,) = g.add_node("relu", [y], [out_t])
     g.outputs = [y]
-    enc = quantize.rtn(w.reshape(o, -1), QuantSpec(8))
+    enc = quantize.rtn(w.reshape(o, -1), QuantSpec(bits))
     enc.shape, enc.activation = w.shape, (4.0 / 255, 128)
     E.store(g, "w", enc)
     verify(g)
@@ -716,14 +717,16 @@ def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True):
     (1, 8, 12, 16, 3, 1, [2, 2, 2, 2], 2, True),     # dilation
     (2, 16, 7, 32, 3, 1, [1, 1, 1, 1], 1, True),     # rows of 7: positions blocked flat, a block spans rows
 ])
-def test_w8a8_conv_kernel_matches_interpreter(n, c, hw, o, k, stride, pads, dilation, bias):
+@pytest.mark.parametrize("bits", [8, 7], ids=["w8a8", "w7a8"])
+def test_w8a8_conv_kernel_matches_interpreter(n, c, hw, o, k, stride, pads, dilation, bias, bits):
     """A W8A8 convolution (quantize, packed patches, integer GEMM, unpad) gives the interpreter's result, which is
-    integer arithmetic on the quantized input; with AVX-512 VNNI its GEMM is the tensorized ``vpdpbusd`` one."""
+    integer arithmetic on the quantized input; with AVX-512 VNNI its GEMM is the tensorized ``vpdpbusd`` one, and
+    W7A8's on AVX2 the ``vpmaddubsw`` one (its patches position-major)."""
     from tvm.target.codegen import target_has_features
 
     from sparsecc.backends.tvm import compile_graph, lower_graph, prepare_graph, resolve_target
 
-    g = w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias)
+    g = w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias, bits)
     x = np.random.default_rng(5).standard_normal((n, c, hw, hw)).astype(np.float32)
     ref = run_graph(g, x)[0]
     enc = E.load(g, "w")
@@ -739,10 +742,30 @@ def test_w8a8_conv_kernel_matches_interpreter(n, c, hw, o, k, stride, pads, dila
         want = want + g.params["b"].data.reshape(1, -1, 1, 1)
     np.testing.assert_array_equal(ref, np.maximum(want, 0))
     assert rel(compile_graph(g)(x)[0], ref) <= 1e-6
-    if target_has_features("avx512vnni", resolve_target("x86")):
+    host = resolve_target("x86")
+    instruction = "vpdpbusd" if target_has_features("avx512vnni", host) else "pmadd.ub.sw" if bits == 7 else None
+    if instruction is not None and target_has_features("avx2", host):
         mod = lower_graph(prepare_graph(g, "x86"), "x86")
-        gemm = [f for gv, f in mod.functions.items() if "conv_w8a8" in gv.name_hint]
-        assert len(gemm) == 1 and "vpdpbusd" in gemm[0].script()
+        gemm = [f for gv, f in mod.functions.items() if f"conv_w{bits}a8" in gv.name_hint]
+        assert len(gemm) == 1 and instruction in gemm[0].script()
+
+
+@pytest.mark.parametrize("target,instruction,absent", [
+    ({"kind": "llvm", "mcpu": "znver4"}, "vpdpbusd", "vpermb"),
+    ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddubsw", "vpdpbusd"),
+], ids=["avx512-vnni", "avx2"])
+def test_w7a8_conv_uses_the_targets_dot_product(target, instruction, absent):
+    """A W7A8 convolution's patches are position-major (each position's 4 reduction steps together): ``vpdpbusd``
+    takes them without the byte shuffle W8A8's need, and AVX2's ``vpmaddubsw`` multiplies them (exact for int7).
+    The patches are built a vector of 16 positions at a time (``PositionMajorPatches``), not 4 steps at a time."""
+    from sparsecc.backends.tvm import build, lower_graph, prepare_graph
+
+    prepared = prepare_graph(w8a8_conv_graph(1, 16, 20, 32, 3, 1, [1, 1, 1, 1], 1, bits=7), target)
+    ex = build(prepared, target)
+    asm = "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    assert instruction in asm and absent not in asm
+    (patches,) = [f for gv, f in lower_graph(prepared, target).functions.items() if gv.name_hint == "conv_patches"]
+    assert "T.parallel" in patches.script() and re.search(r"in T\.vectorized\(T\.int64\(16\)\)", patches.script())
 
 
 @pytest.mark.parametrize("target", ["arm64", "cuda"])

@@ -900,14 +900,16 @@ def _conv_w8a8(cx: Lowering, x: relax.Expr, weight: relax.Expr, companions: list
     o, *kernel = meta["shape"][:1] + meta["shape"][2:]
     out_hw = tuple(int(d) for d in cx.out_type(0).shape[2:])
     act = meta["activation"]
+    narrow = meta["quant"]["bits"] == 7  # W7A8: patches k-minor, the operand vpmaddubsw takes
     xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"]), x, name="quantize_input")
     # opaque to FuseOps: fused, the producers (quantize, the previous layer's epilogue) would run once per tap
     patches = cx.te(partial(conv_patches, kernel=tuple(kernel), strides=list(strides), pads=list(pads),
-                            dilations=list(dilations), out_hw=out_hw, zero=act["zero"]), xq, name="conv_patches",
-                    primfunc_attrs={"op_pattern": OPAQUE})
+                            dilations=list(dilations), out_hw=out_hw, zero=act["zero"], k_minor=narrow), xq,
+                    name="conv_patches", primfunc_attrs={"op_pattern": OPAQUE})
     codes = cx.emit(R.reshape(weight, [o, -1]))
-    y = cx.te(partial(conv_w8a8, scale=act["scale"], zero=act["zero"]),
-              *([patches, codes, *companions] + ([bias] if bias is not None else [])), name="conv_w8a8")
+    y = cx.te(partial(conv_w8a8, scale=act["scale"], zero=act["zero"], narrow=narrow),
+              *([patches, codes, *companions] + ([bias] if bias is not None else [])),
+              name=f"conv_w{meta['quant']['bits']}a8")
     return cx.te(partial(unpad, out_hw=out_hw), y, name="unpad")
 
 

@@ -22,13 +22,13 @@ from .elementwise import Injective
 from . import vecmath
 from .reduction import RowReduction, WindowReduction
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
-from .w8a8 import DotProductMatmul, conv_patches, conv_w8a8, dense_w8a8, quantize_input, unpad
+from .w8a8 import DotProductMatmul, PositionMajorPatches, conv_patches, conv_w8a8, dense_w8a8, quantize_input, unpad
 
-CPU_RULES = (DotProductMatmul(), RegisterTiledMatmul(), DirectConv2D(), PackedConv2D(), WindowReduction(), RowReduction(),
-             Injective())
+CPU_RULES = (DotProductMatmul(), PositionMajorPatches(), RegisterTiledMatmul(), DirectConv2D(), PackedConv2D(),
+             WindowReduction(), RowReduction(), Injective())
 """The rules the CPU pipeline applies, in order (the first that matches a PrimFunc schedules it)."""
 
-__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "DotProductMatmul", "Injective", "PackedConv2D", "RegisterTiledMatmul",
-           "RowReduction", "WindowReduction", "WeightFormat", "batch_matmul", "conv2d_direct", "conv2d_packed", "conv_patches",
-           "conv_w8a8", "decode_packed", "decode_weight", "dense_encoded", "dense_packed", "dense_w8a8",
-           "quantize_input", "unpad", "vecmath"]
+__all__ = ["CPU_RULES", "LANES", "DirectConv2D", "DotProductMatmul", "Injective", "PackedConv2D", "PositionMajorPatches",
+           "RegisterTiledMatmul", "RowReduction", "WindowReduction", "WeightFormat", "batch_matmul", "conv2d_direct",
+           "conv2d_packed", "conv_patches", "conv_w8a8", "decode_packed", "decode_weight", "dense_encoded",
+           "dense_packed", "dense_w8a8", "quantize_input", "unpad", "vecmath"]

@@ -9,6 +9,7 @@ overflow to inf and underflow to 0 behave as in libm. Other dtypes keep the libm
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import tvm
 from tvm import te, tirx, topi
@@ -46,10 +47,12 @@ def exp_scalar(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.Select(tirx.isnan(x), x, value)
 
 
-def exp(t: te.Tensor) -> te.Tensor:
+def exp(t: te.Tensor, shift: Callable[..., tirx.PrimExpr] | None = None) -> te.Tensor:
+    """``exp(t)``, or ``exp(t - shift(*index))`` with the subtraction inside the same loop (softmax: no buffer of
+    shifted values)."""
     if t.dtype != "float32":
-        return topi.exp(t)
-    return te.compute(t.shape, lambda *i: exp_scalar(t(*i)), name="exp")
+        return topi.exp(t if shift is None else te.compute(t.shape, lambda *i: t(*i) - shift(*i), name="shift"))
+    return te.compute(t.shape, lambda *i: exp_scalar(t(*i) if shift is None else t(*i) - shift(*i)), name="exp")
 
 
 def erf(t: te.Tensor) -> te.Tensor:
@@ -104,9 +107,8 @@ def softmax(t: te.Tensor, axis: int, log: bool = False) -> te.Tensor:
     """``softmax`` / ``log_softmax`` along ``axis`` with the vectorisable exp (max-subtracted, as torch does)."""
     keep = lambda i: (*i[:axis], *i[axis + 1:])  # noqa: E731
     peak = _row_reduce(t, axis, "max", "softmax_max")
-    shifted = te.compute(t.shape, lambda *i: t(*i) - peak(*keep(i)), name="softmax_shift")
-    e = exp(shifted)
+    e = exp(t, lambda *i: peak(*keep(i)))
     total = _row_reduce(e, axis, "sum", "softmax_sum")
     if log:
-        return te.compute(t.shape, lambda *i: shifted(*i) - tirx.log(total(*keep(i))), name="log_softmax")
+        return te.compute(t.shape, lambda *i: t(*i) - peak(*keep(i)) - tirx.log(total(*keep(i))), name="log_softmax")
     return te.compute(t.shape, lambda *i: e(*i) / total(*keep(i)), name="softmax")
