@@ -3,12 +3,12 @@
     .venv/bin/python -m benchmarks.run                      # every workload, results in benchmarks/results/
     .venv/bin/python -m benchmarks.run -w minilm_b1 -r sparsecc -r pytorch_eager
 
-All runtimes of a workload are prepared, then timed in interleaved rounds (one call of each per round, after
-warm-up rounds; about ``--seconds`` per runtime, at least ``--min-repeat`` rounds), so a shared machine's slow spells
-fall on all of them alike; the table reports the median and p90 (ms), the median's 95% confidence interval, the
-ratio to PyTorch eager measured in the same rounds (lower is faster), and each output's max relative difference to
-eager. A runtime that fails is reported with its error, not dropped. Machines here are shared: trust ratios, not
-absolute times.
+All runtimes of a workload are prepared, then timed in interleaved rounds (in each, every runtime in turn runs an
+untimed call, then about 0.3 s of timed ones; about ``--seconds`` per runtime in all, at least ``--min-repeat``
+calls), so a shared machine's slow spells fall on all of them alike. The table reports the median and p90 (ms), the
+median's 95% confidence interval, the ratio to PyTorch eager measured in the same rounds (lower is faster), and
+each output's max relative difference to eager. A runtime that fails is reported with its error, not dropped.
+Machines here are shared: trust ratios, not absolute times.
 """
 from __future__ import annotations
 
@@ -57,31 +57,29 @@ def interleaved(fns: dict, rounds: int) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-GAP_S = 0.01
-"""Pause before each call of a round: the previous runtime's worker threads (OpenMP, ONNX Runtime and TVM pools
-spin for a while after their work) stop spinning before the next runtime's threads need the same two cores."""
+BLOCK_S = 0.3
+"""Timed calls of one runtime in a row, within a round: a runtime's first call after another's is not timed, for the
+other's worker threads (OpenMP, ONNX Runtime and TVM pools) go on spinning for a while after their work, on the
+same two cores; timed single calls in turn made the runtime after ONNX Runtime 2.4x slower."""
 
 
 def rounds_of_calls(fns: dict, seconds: float, min_repeat: int) -> dict[str, list[float]]:
-    """Per runtime, the ms of each call over rounds in which every runtime is called once, in turn (after two
-    warm-up rounds): about ``seconds`` per runtime in all, at least ``min_repeat`` rounds (at most 500). A shared
-    machine's slow spells then fall on every runtime alike; timed one after the other instead, a runtime measured
-    in a slow minute looked 1.8x slower than in the run before."""
-    once = {}
-    for name, fn in fns.items():
-        time.sleep(GAP_S)
-        t0 = time.perf_counter()
-        fn()
-        once[name] = time.perf_counter() - t0
-    rounds = int(min(500, max(min_repeat, seconds * len(fns) / max(sum(once.values()), 1e-6))))
+    """Per runtime, the ms of its timed calls over rounds in which every runtime runs, in turn, one untimed call
+    and then timed ones for about ``BLOCK_S``: about ``seconds`` per runtime in all, at least ``min_repeat`` calls.
+    A shared machine's slow spells then fall on every runtime alike; timed one after the other instead, a runtime
+    measured in a slow minute looked 1.8x slower than in the run before."""
+    rounds = max(1, round(seconds / BLOCK_S))
+    per_block = -(-min_repeat // rounds)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(rounds + 1):  # with the calls above, two warm-up rounds
+    for _ in range(rounds):
         for name, fn in fns.items():
-            time.sleep(GAP_S)
-            t0 = time.perf_counter()
             fn()
-            if i:
+            start, calls = time.perf_counter(), 0
+            while calls < per_block or time.perf_counter() - start < BLOCK_S:
+                t0 = time.perf_counter()
+                fn()
                 times[name].append((time.perf_counter() - t0) * 1e3)
+                calls += 1
     return times
 
 
@@ -111,7 +109,7 @@ def bench_workload(name: str, runtimes: list[str], seconds: float, min_repeat: i
         rel = (float(np.abs(out.astype(np.float64) - reference).max() / max(np.abs(reference).max(), 1e-30))
                if reference is not None and out.shape == reference.shape else None)
         rows[rt] = {"prepare_s": round(prepare_s, 2), "max_rel_diff_vs_eager": rel}
-    stats = {rt: summarize(t, warmup=2) for rt, t in rounds_of_calls(fns, seconds, min_repeat).items()}
+    stats = {rt: summarize(t, warmup=1) for rt, t in rounds_of_calls(fns, seconds, min_repeat).items()}
     stats |= {rt: time_fn(fn, repeat=3, warmup=0) for rt, fn in slow.items()}
     for rt in runtimes:
         if rt in stats:
@@ -179,7 +177,8 @@ def write_results(doc: dict, out: Path) -> None:
     runtimes = list(RUNTIMES)
     lines = ["# Latency: sparsecc vs PyTorch eager, torch.compile, ONNX Runtime, TVM default", "",
              f"{doc['machine']}, {doc['date']}. Median ms (ratio to PyTorch eager in the same run; < 1 is faster); "
-             "a workload's runtimes are timed in interleaved rounds, one call each per round. "
+             "a workload's runtimes are timed in interleaved rounds (each in turn: one untimed call, then ~0.3 s "
+             "of timed ones). "
              "`python -m benchmarks.run` regenerates this.", "",
              "| workload | " + " | ".join(runtimes) + " |", "|---" * (len(runtimes) + 1) + "|"]
     for wl in doc["workloads"]:

@@ -99,6 +99,16 @@ def assert_same_encoding(got, want):
 
 
 # ---- storage ----------------------------------------------------------------------------------------------------
+def test_int7_codes_take_a_byte_each():
+    """W7A8's int7 codes are stored as int8: ``nbytes`` (the plan's bytes, the planner's size budgets) counts a
+    byte per code, as for W8A8, plus the scales and column sums."""
+    enc = make_encoding(16, 32, None, QuantSpec(7))
+    enc.activation = (0.01, 128)
+    g = stored_graph(enc)
+    assert g.params["w"].data.dtype == np.int8 and enc.nbytes() == 16 * 32 + 16 * 4 + 16 * 4
+    assert enc.nbytes() == sum(g.params[n].data.nbytes for n in ("w", "w.scales", "w.colsums"))
+
+
 def test_store_rejects_codes_outside_their_bits():
     """Codes that do not fit the encoding's bits are an error naming the weight, not a silent overflow: an int7
     (W7A8) weight's kernel on AVX2 saturates beyond +-63."""

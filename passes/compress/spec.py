@@ -6,8 +6,8 @@ Grammar (stages joined by ``+``, each optionally ``@method``)::
     w8a8                                                     int8 weights and statically quantized uint8 inputs
                                                              (scales from calibration; integer dot products)
                                                              methods: rtn, gptq
-    w7a8                                                     the same with int7 weight codes (+-63): what AVX2
-                                                             without VNNI multiplies at twice the rate (vpmaddubsw)
+    w7a8                                                     the same with int7 weight codes (+-63), which AVX2
+                                                             without VNNI multiplies 32 at a time (vpmaddubsw)
     2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
     lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
                                                              methods: svd, asvd (activation-aware)

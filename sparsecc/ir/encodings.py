@@ -130,8 +130,8 @@ class EncodedWeight:
         return w.reshape(self.shape)
 
     def nbytes(self) -> int:
-        """Bytes as stored (packed codes and indices included)."""
-        bits = self.quant.bits if self.quant else 32
+        """Bytes as stored (packed codes and indices included; int7 codes take a byte each)."""
+        bits = (4 if self.quant.bits == 4 else 8) if self.quant else 32
         total = self.values.size * bits // 8
         if self.nm:
             total += self.indices.size * index_bits(self.nm[1]) // 8
