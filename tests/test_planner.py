@@ -318,6 +318,19 @@ def test_eligible_specs_need_calibration_for_w8a8(digits_graph, digits_calibrati
         "linear_1": [DENSE, "int8", "2:4"]}
 
 
+@pytest.mark.parametrize("target,kept", [({"kind": "llvm", "mcpu": "znver3"}, True),
+                                         ({"kind": "llvm", "mcpu": "znver4"}, False), ("arm64", False)],
+                         ids=["avx2", "avx512-vnni", "arm64"])
+def test_w7a8_is_a_candidate_only_where_it_is_faster(target, kept):
+    """W7A8 enters the ladder only for x86 without VNNI, where vpmaddubsw runs it faster than W8A8; elsewhere it
+    costs what W8A8 costs and damages more."""
+    from sparsecc.planner.candidates import LADDER
+    from sparsecc.planner.plan import for_target
+
+    ladder = for_target(LADDER, target)
+    assert ("w7a8" in ladder) == kept and set(LADDER) - set(ladder) <= {"w7a8"} and "w8a8" in ladder
+
+
 def test_candidate_damage(digits_graph, digits_batches, digits_calibration):
     g = digits_graph
     traces = hessian_traces(g, digits_batches[:2], max_probes=4)
@@ -525,7 +538,12 @@ def test_plan_without_latencies_is_by_bytes(tmp_path):
     with pytest.raises(SparseccError, match="latency budget needs layer latencies measured on the target"):
         make_plan(g, batches, parse_budget("latency=0.5"), "arm64", progress=False, max_probes=4)
     an = analyze(g, batches, "arm64", max_probes=4, progress=False)
-    assert an.latencies is None and an.specs == eligible(g, {"w1", "w2"}, calibrate(g, batches))
+    from sparsecc.planner.candidates import LADDER
+    from sparsecc.planner.plan import for_target
+
+    # arm64 has no W7A8 kernel faster than W8A8's: the ladder there leaves it out
+    assert an.latencies is None and an.specs == eligible(g, {"w1", "w2"}, calibrate(g, batches),
+                                                         for_target(LADDER, "arm64"))
     assert all(specs[0] == DENSE and "int8" in specs and "w8a8" in specs for specs in an.specs.values())
     plan = choose(an, parse_budget("size=0.5"))
     assert plan.predicted_ms is None and all(c.ms is None for c in plan.layers)

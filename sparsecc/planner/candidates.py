@@ -30,7 +30,8 @@ LADDER = ("int8", "int4-g128", "int4-g64", "int4-g32", "2:4", "2:4+int8", "2:4+i
           "lowrank:0.5", "lowrank:0.25", "lowrank:0.5+int8@rtn", "lowrank:0.25+int8@rtn", "w8a8", "w7a8")
 """Candidate specs per compressible layer besides ``dense``: weight-only int8/int4 (group-wise), 2:4 alone and
 with int8/int4, two ranks of the low-rank ladder alone and with int8 factors, and W8A8 and W7A8 (when calibrated;
-W7A8 is only ever chosen where it is faster, x86 without VNNI: elsewhere W8A8 costs the same and damages less).
+``plan.for_target`` keeps W7A8 only for x86 without VNNI, where it is faster: elsewhere W8A8 costs the same and
+damages less).
 Each takes its data-aware method (GPTQ, SparseGPT, activation-aware SVD) when the layer has statistics, except
 the factors' int8 (RTN: at 8 bits per channel GPTQ's gain is nil and it was most of the planner's time)."""
 DENSE = "dense"

@@ -102,6 +102,17 @@ def make_plan(graph: Graph, batches: Sequence[Sequence[np.ndarray]], budget: Bud
                           only_faster=budget.latency_bound, **options), budget)
 
 
+def for_target(ladder: tuple[str, ...], target: Any) -> tuple[str, ...]:
+    """``ladder`` without W7A8 where it cannot pay: it is faster than W8A8 only on x86 without VNNI
+    (``integer_scheme``); elsewhere it costs what W8A8 costs, damages more, and would only add compressing time."""
+    from sparsecc.backends.tvm import resolve_target
+    from sparsecc.backends.tvm.kernels.w8a8 import integer_scheme
+
+    if "w7a8" not in ladder or integer_scheme(resolve_target(target)) == "w7a8":
+        return ladder
+    return tuple(s for s in ladder if s != "w7a8")
+
+
 def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any = "x86",
             calibration: Calibration | None = None, loss: str = "mse", labels: Sequence[Any] | None = None,
             ladder: Sequence[str] = LADDER, table: Any = None, example: Sequence[np.ndarray] | None = None,
@@ -136,7 +147,7 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
                                 progress=lambda n, err: bar.update(task, completed=n,
                                                                    description=f"Hessian traces (rel. err {err:.2f})"))
     clock.lap("sensitivity")
-    specs = eligible(graph, set(traces), calibration, tuple(ladder))
+    specs = eligible(graph, set(traces), calibration, for_target(tuple(ladder), target))
     latencies = _latencies(graph, specs, need_latency, target, table, example, calibration, progress)
     clock.lap("latency")
     wanted = {node: [s for s in texts if not only_faster or _faster(latencies, node, s)]
