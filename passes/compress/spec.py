@@ -31,6 +31,8 @@ METHODS = {"quant": ("rtn", "gptq"), "nm": ("magnitude", "wanda", "sparsegpt"), 
 """Per stage: its (data-free, data-aware, ...) methods; the first is the data-free default, the last the
 data-aware one."""
 
+INTEGER_SCHEMES = {"w8a8": 8, "w7a8": 7}
+"""Stages that quantize the layer's input too (static uint8 grid), and the bits of their weight codes."""
 _QUANT = re.compile(r"int(4|8)(?:-g(\d+))?(-asym)?")
 _NM = re.compile(r"(\d+):(\d+)")
 _LOWRANK = re.compile(r"lowrank(?::([0-9.]+))?")
@@ -92,17 +94,17 @@ def parse_spec(text: str) -> CompressionSpec:
     if set(fields) == {"lrc"}:
         raise SparseccError(f"compress {text!r}: lrc compensates another stage's error; combine it with one, e.g. "
                             "int4-g128+lrc:16")
-    activations = fields.get("quant") in ("w8a8", "w7a8")
+    activations = fields.get("quant") in INTEGER_SCHEMES
     if activations:
         if len(fields) > 1:
             raise SparseccError(f"compress {text!r}: {fields['quant']} does not compose with other stages yet")
-        fields["quant"] = QuantSpec(7 if fields["quant"] == "w7a8" else 8)
+        fields["quant"] = QuantSpec(INTEGER_SCHEMES[fields["quant"]])
     return CompressionSpec(text, fields.get("quant"), fields.get("nm"), fields.get("lowrank"), fields.get("lrc"),
                            activations=activations, methods=tuple(methods))
 
 
 def _stage(stage: str, text: str) -> tuple[str, object]:
-    if stage in ("w8a8", "w7a8"):
+    if stage in INTEGER_SCHEMES:
         return "quant", stage
     if m := _QUANT.fullmatch(stage):
         return "quant", QuantSpec(int(m.group(1)), int(m.group(2)) if m.group(2) else None, not m.group(3))
