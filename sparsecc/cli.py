@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compress the linear/conv weights: int8, int4, int4-g128 (group size), int8-asym, N:M "
                         "sparsity (2:4, 1:4, 4:8), lowrank[:RATIO] (fraction of params kept), lrc:RANK (low-rank "
                         "compensation), joined by + (2:4+int8, lowrank:0.5+int8, int4-g128+lrc:16); w8a8 (int8 "
-                        "weights, inputs quantized statically to uint8 from --calib: integer dot products) or w7a8 "
-                        "(the same with int7 weights, whose integer GEMMs run 1.4x faster on x86 without VNNI); a "
+                        "weights, inputs quantized statically to uint8 from --calib: integer dot products), w7a8 "
+                        "(the same with int7 weights, whose integer GEMMs run 1.4x faster on x86 without VNNI) or "
+                        "w4a8 (int4 weights, half the bytes, linear layers only: for memory-bound batch-1 linears); a "
                         "stage may name its method with @: int4@gptq, 2:4@wanda, lowrank@asvd, lrc:16@eora. Without "
                         "--calib the data-free methods are used (rtn, magnitude, svd). 'auto': a plan per layer under "
                         "--budget, from Hessian sensitivity and latency measured on the target (needs --calib)")

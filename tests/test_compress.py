@@ -57,6 +57,7 @@ def rel(out, ref):
     ("lowrank@asvd+lrc:8@svd", None, None, 0.5, 8, (("lowrank", "asvd"), ("lrc", "svd"))),
     ("w8a8", QuantSpec(8), None, None, None, ()),
     ("w7a8@rtn", QuantSpec(7), None, None, None, (("quant", "rtn"),)),
+    ("w4a8@gptq", QuantSpec(4), None, None, None, (("quant", "gptq"),)),
 ])
 def test_parse_spec_accepts_grammar(text, quant, nm, lowrank, lrc, methods):
     """Every form of the documented grammar parses into the stages it names."""
@@ -98,6 +99,7 @@ def test_spec_method_defaults():
     ("int8@", "names no method"),
     ("w8a8+2:4", "w8a8 does not compose"),
     ("w7a8+lrc:4", "w7a8 does not compose"),
+    ("2:4+w4a8", "w4a8 does not compose"),
 ])
 def test_parse_spec_rejects_bad_strings(text, match):
     """A bad spec is a SparseccError whose message quotes the spec and names the offending stage."""
@@ -271,9 +273,11 @@ DIGITS_SPECS = {  # spec: (calibrated, {weight: expected skip reason}); other la
     "2:4+int8-asym": (True, {"p_features_0_weight_bn": "M=4", "p_features_3_weight": "M=4"}),
     "w8a8": (True, {"p_features_0_weight_bn": "Cin*kh*kw a multiple of 4", "p_features_3_weight": "ungrouped"}),
     "w7a8": (True, {"p_features_0_weight_bn": "Cin*kh*kw a multiple of 4", "p_features_3_weight": "ungrouped"}),
+    "w4a8": (True, dict.fromkeys(["p_features_0_weight_bn", "p_features_3_weight", "p_features_4_weight_bn",
+                                  "p_features_8_weight"], "W4A8 is for linear layers only")),
 }
 ACCURACY_FLOOR = {"int8": 0.95, "2:4": 0.5, "lowrank:0.5": 0.2, "int4-g32": 0.9, "2:4+int8-asym": 0.5, "w8a8": 0.95,
-                  "w7a8": 0.95}
+                  "w7a8": 0.95, "w4a8": 0.9}
 """Held-out accuracy the compressed CNN must keep (dense: ~0.98; chance: 0.1). 2:4 and low rank at 0.5 on a
 CNN this small are lossy: these floors only catch a broken pass."""
 
@@ -356,7 +360,7 @@ def test_digits_cnn_compression(spec, digits, digits_graph, digits_compiled):
     deployed = cm(x.numpy())
     # W8A8: an image whose quantized input sits on a rounding tie (within float32 reassociation) may round the
     # other way in the kernel; every other image must match
-    ties = w8a8_tie_samples(cm.graph, x.numpy()) if spec in ("w8a8", "w7a8") else np.zeros(len(x), bool)
+    ties = w8a8_tie_samples(cm.graph, x.numpy()) if spec in ("w8a8", "w7a8", "w4a8") else np.zeros(len(x), bool)
     assert ties.mean() < 0.1
     assert rel(deployed[~ties], interp[~ties]) <= 1e-4
     acc = accuracy(interp, y)

@@ -612,21 +612,24 @@ def w8a8_graph(o, k, lead, bias=True, act=None, bits=8):
     (32, 64, ("batch",), True, "relu"),  # rows a bare symbol: no tile size provably divides them
     (20, 36, (5,), True, None),         # rows not a multiple of 16: unpacked, unscheduled path
 ])
-def test_w8a8_kernel_matches_interpreter(o, k, lead, bias, act):
-    """The VNNI kernel (or the plain integer compute) gives the interpreter's W8A8 result; packed shapes are
-    scheduled by the VNNI rule where the host has AVX-512 VNNI."""
+@pytest.mark.parametrize("bits", [8, 4], ids=["w8a8", "w4a8"])
+def test_w8a8_kernel_matches_interpreter(o, k, lead, bias, act, bits):
+    """The host's integer kernel (or the plain integer compute) gives the interpreter's W8A8 (W4A8) result;
+    packed shapes are scheduled by the VNNI rule where the host has AVX-512 VNNI."""
     from tvm.target.codegen import target_has_features
 
     from sparsecc.backends.tvm import compile_graph, lower_graph, prepare_graph, resolve_target
 
-    g = w8a8_graph(o, k, lead, bias, act)
-    assert g.params["w"].encoding.kind == "w8a8" and g.params["w"].data.dtype == np.int8
+    g = w8a8_graph(o, k, lead, bias, act, bits=bits)
+    assert g.params["w"].encoding.kind == f"w{bits}a8"
+    assert g.params["w"].data.dtype == (np.int8 if bits == 8 else np.uint8)
     x = np.random.default_rng(1).standard_normal(tuple(2 if d == "batch" else d for d in lead) + (k,)) \
         .astype(np.float32)
     assert rel(compile_graph(g)(x)[0], run_graph(g, x)[0]) <= 1e-5
     if o % 16 == 0 and target_has_features("avx512vnni", resolve_target("x86")):
         mod = lower_graph(prepare_graph(g, "x86"), "x86")
-        assert any("w8a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled") for gv, f in mod.functions.items())
+        assert any(f"w{bits}a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled")
+                   for gv, f in mod.functions.items())
 
 
 @pytest.mark.parametrize("target,bits,layout,instruction", [
@@ -634,12 +637,15 @@ def test_w8a8_kernel_matches_interpreter(o, k, lead, bias, act):
     ({"kind": "llvm", "mcpu": "haswell"}, 8, "OI16o2i", "vpmaddwd"),
     ({"kind": "llvm", "mcpu": "haswell"}, 7, "OI16o4i", "vpmaddubsw"),
     ({"kind": "llvm", "mcpu": "znver4"}, 7, "OI16o4i", "vpdpbusd"),
-], ids=["avx512-vnni", "avx2", "avx2-w7a8", "avx512-vnni-w7a8"])
+    ({"kind": "llvm", "mcpu": "haswell"}, 4, "OI16o4i", "vpmaddubsw"),
+    ({"kind": "llvm", "mcpu": "znver4"}, 4, "OI16o4i", "vpdpbusd"),
+], ids=["avx512-vnni", "avx2", "avx2-w7a8", "avx512-vnni-w7a8", "avx2-w4a8", "avx512-vnni-w4a8"])
 @pytest.mark.parametrize("lead", [(128,), (1,)], ids=["gemm", "gemv"])
 def test_w8a8_linear_uses_the_targets_dot_product(target, bits, layout, instruction, lead):
     """The W8A8 weight is packed for the target's integer dot product (VNNI: 16 outputs x 4 inputs; AVX2 without
-    it: 16 x 2 for ``vpmaddwd``, inputs quantized to int16; W7A8 on AVX2: 16 x 4 for ``vpmaddubsw``), whose
-    instruction the kernel's code holds; where this CPU can run the code, it computes the interpreter's result."""
+    it: 16 x 2 for ``vpmaddwd``, inputs quantized to int16; W7A8 and W4A8 on AVX2: 16 x 4 for ``vpmaddubsw``),
+    whose instruction the kernel's code holds; where this CPU can run the code, it computes the interpreter's
+    result."""
     from tvm.target.codegen import llvm_get_system_cpu, target_has_features
 
     from sparsecc.backends.tvm import build, compile_graph, prepare_graph, resolve_target
@@ -660,19 +666,22 @@ def test_w8a8_linear_uses_the_targets_dot_product(target, bits, layout, instruct
     assert rel(compile_graph(g, target)(x)[0], run_graph(g, x)[0]) <= 1e-5
 
 
+@pytest.mark.parametrize("bits", [7, 4], ids=["w7a8", "w4a8"])
 @pytest.mark.parametrize("lead", [(32,), (1,)], ids=["gemm", "gemv"])
-def test_w7a8_avx2_kernel_is_exact_at_the_extremes(lead):
+def test_narrow_codes_avx2_kernel_is_exact_at_the_extremes(lead, bits):
     """``vpmaddubsw`` sums two uint8 x int8 products in int16 and saturates beyond it: int7 codes keep every pair
-    within it. Codes at +-63 against inputs at the grid's ends (codes 0 and 255, the largest pair sums that can
-    occur) give exactly the interpreter's integer result on the AVX2 kernel."""
+    within it (int4 ones too, unpacked from their nibbles). Codes at their extremes (+-63, +-7) against inputs at
+    the grid's ends (codes 0 and 255, the largest pair sums that can occur) give exactly the interpreter's integer
+    result on the AVX2 kernel."""
     from tvm.target.codegen import llvm_get_system_cpu, target_has_features
 
     from sparsecc.backends.tvm import build, compile_graph, prepare_graph, resolve_target
 
-    g = w8a8_graph(32, 64, lead, bits=7, bias=False)
+    g = w8a8_graph(32, 64, lead, bits=bits, bias=False)
     rng = np.random.default_rng(5)
     enc = E.load(g, "w")
-    enc.values = np.where(rng.random(enc.values.shape) < 0.5, -63, 63).astype(np.int32)
+    top = QuantSpec(bits).qmax
+    enc.values = np.where(rng.random(enc.values.shape) < 0.5, -top, top).astype(np.int32)
     E.store(g, "w", enc)
     target = {"kind": "llvm", "mcpu": "haswell"}
     ex = build(prepare_graph(g, target), target)
@@ -680,9 +689,56 @@ def test_w7a8_avx2_kernel_is_exact_at_the_extremes(lead):
     if not target_has_features("avx2", resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})):
         pytest.skip("this CPU has no AVX2")
     x = np.where(rng.random(lead + (64,)) < 0.5, -3.0, 3.0).astype(np.float32)  # codes 0 and 255 (grid [-2, 2])
-    x[..., :2] = 3.0  # a pair of 255s: against codes (63, 63) or (-63, -63), 2 x 255 x 63 = 32130
+    x[..., :2] = 3.0  # a pair of 255s: against codes (63, 63) or (-63, -63), 2 x 255 x 63 = 32130 (int7)
     want = run_graph(g, x)[0]
     np.testing.assert_allclose(compile_graph(g, target)(x)[0], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_w4a8_weight_packs_each_block_in_halves():
+    """A W4A8 weight is stored like any int4 one (``[O, K/2]``, two codes per byte); re-laid out for the CPU kernel
+    each 16 x 4 block of codes becomes 32 bytes, the block's first 32 codes in their low nibbles and its last 32
+    in the high ones, and ``load`` gives the same codes back."""
+    from sparsecc.backends.tvm.relayout import relayout_weights
+
+    g = w8a8_graph(32, 64, (1,), bits=4)
+    codes = E.load(g, "w").values
+    assert g.params["w"].encoding.kind == "w4a8" and g.params["w"].data.shape == (32, 32)
+    assert codes.min() >= -7 and codes.max() <= 7 and codes.min() < 0 < codes.max()
+    packed = relayout_weights(g, "x86")
+    data = packed.params["w"].data
+    assert packed.params["w"].encoding.meta["layout"] == "OI16o4i" and data.shape == (2, 16, 32)
+    block = (codes[16:32, 8:12] + 8).reshape(-1)  # outputs 16-31, inputs 8-11: block (1, 2), output-major
+    np.testing.assert_array_equal(data[1, 2], block[:32] | block[32:] << 4)
+    np.testing.assert_array_equal(E.load(packed, "w").values, codes)
+    np.testing.assert_array_equal(E.companion(packed, "w", "colsums"), codes.sum(1, keepdims=True))
+
+
+def test_w4a8_is_for_linear_weights_only():
+    """``store`` names the problem instead of writing a W4A8 convolution weight no kernel reads."""
+    from sparsecc.passes.compress import quantize
+
+    g = Graph()
+    name = g.add_param("w", np.ones((16, 4, 3, 3), np.float32))
+    enc = quantize.rtn(np.ones((16, 36), np.float32), QuantSpec(4))
+    enc.shape, enc.activation = (16, 4, 3, 3), (4.0 / 255, 128)
+    with pytest.raises(ValueError, match=r"W4A8 is for linear weights only, not a weight of shape \[16, 4, 3, 3\]"):
+        E.store(g, name, enc)
+
+
+@pytest.mark.parametrize("target", ["arm64", "cuda"])
+def test_w4a8_linear_builds_for_other_targets(target):
+    """Without AVX2 the W4A8 linear is the same integer compute on TVM's loops, nibbles unpacked in them (arm64:
+    cross-compiled; CUDA: nvcc compiles the kernels)."""
+    from sparsecc.backends.tvm import build, export_cc, prepare_graph
+
+    tool = "nvcc" if target == "cuda" else export_cc("arm64")
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    ex = build(prepare_graph(w8a8_graph(64, 96, (4,), act="gelu", bits=4), target), target)
+    if target == "cuda":
+        from conftest import assert_cuda_compiles
+
+        assert_cuda_compiles(ex, "sm_80")
 
 
 def test_w8a8_interpreter_is_integer_arithmetic():

@@ -212,6 +212,26 @@ def test_arm64_cross_compile(tmp_path):
     assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes()[18] == 183  # e_machine = EM_AARCH64
 
 
+def test_runner_stages_each_input_signature(mlp_runner):
+    """A runner copies each call's arrays into the staging tensors of their signature: calls alternating between
+    shapes, with non-contiguous and empty inputs, each get their own inputs' result (nothing of an earlier call
+    stays in a buffer), and a signature is checked before it is staged (a bad one raises, stages nothing)."""
+    graph = mlp_graph("batch")
+    xs = [f(3, 6), f(5, 6), np.asfortranarray(f(5, 6)), f(12, 6)[::4], np.zeros((0, 6), np.float32), f(3, 6) + 1]
+    for x in xs + xs[::-1]:
+        for got, want in zip(mlp_runner(x), run_graph(graph, x)):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    staged = len(mlp_runner._staged)
+    with pytest.raises(InputError, match="expected dtype float32, got float64"):
+        mlp_runner(f(3, 6).astype(np.float64))
+    assert len(mlp_runner._staged) == staged
+    out = mlp_runner(xs[0])[0]
+    kept = out.copy()
+    out += 1  # outputs are the caller's own copies
+    np.testing.assert_array_equal(mlp_runner(xs[0])[0], kept)
+
+
 def test_exported_library_round_trip(tmp_path):
     """build -> export_library -> Runner(path) gives the same results as the in-memory executable."""
     from sparsecc.backends.tvm import Runner, build

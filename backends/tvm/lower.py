@@ -33,8 +33,8 @@ from sparsecc.ir.layouts import layout_block
 from sparsecc.ir.ops import OPS, REQUIRED
 
 from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, conv2d_packed, conv_patches, conv_w8a8,
-                      decode_packed, decode_weight, dense_encoded, dense_packed, dense_w8a8, quantize_input, unpad,
-                      vecmath)
+                      decode_packed, decode_weight, dense_encoded, dense_packed, dense_w4a8, dense_w8a8, input_offsets,
+                      quantize_input, unpad, vecmath)
 
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -798,11 +798,15 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
         raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
     act = cx.graph.params[cx.node.inputs[1]].encoding.meta.get("activation")
     if act is not None:  # codes as int16 for a weight packed in pairs of inputs (AVX2's vpmaddwd)
-        pairs = fmt.lanes is not None and shape_of(weight)[3] == 2
+        pairs = fmt.lanes is not None and fmt.bits == 8 and shape_of(weight)[3] == 2
         xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"], dtype="int16" if pairs else "uint8"),
                    x, name="quantize_input")
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
-        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes, narrow=fmt.bits == 7),
+        if fmt.bits == 4 and fmt.lanes is not None:  # nibbles summed as stored, corrected per input row
+            offsets = cx.te(input_offsets, xq, name="input_offsets", primfunc_attrs={"op_pattern": OPAQUE})
+            return cx.te(partial(dense_w4a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), xq, offsets,
+                         *args[1:], name="dense_w4a8")
+        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes, bits=fmt.bits),
                      *args, name=f"dense_w{fmt.bits}a8")
     if fmt.lanes is not None and fmt.nm is not None and _static_rows(x) >= DECODE_ROWS:
         packed = cx.te(partial(decode_packed, fmt=fmt), weight, *companions, name="decode_packed")

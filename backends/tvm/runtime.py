@@ -5,10 +5,17 @@
 
 Inputs are checked against the compiled signature (count, dtype, rank, static dims, and symbolic dims bound
 consistently across inputs) and a mismatch raises ``InputError`` with a one-line message naming the input.
+
+A call converts nothing it does not have to: each input signature (shapes and dtypes) seen gets staging tensors
+once (checked then), and a call copies its arrays into them and the outputs out through DLPack. Allocating TVM
+tensors and converting outputs per call cost ~0.13 ms, more than a 4096 x 4096 int4 GEMV's own time; staged, a
+call's overhead is ~0.02 ms.
 """
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -22,11 +29,56 @@ def contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.array(a, order="C")  # np.ascontiguousarray makes 0-d arrays 1-d
 
 
+CPU = 1
+"""DLPack's device type of host memory."""
+
+DLPACK_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                           "float16", "float32", "float64"})
+"""Dtypes that numpy and TVM exchange through DLPack (bfloat16 is copied the slow way)."""
+
+STAGED_SIGNATURES = 8
+"""Input signatures a ``Runner`` keeps staging tensors for (the least recently used beyond these are dropped)."""
+
+
 def to_numpy(t: Any) -> np.ndarray:
+    """A copy of ``t`` as numpy: through DLPack when it is in host memory, else TVM's copy to host."""
     shape = tuple(int(d) for d in t.shape)
     if 0 in shape:  # TVM cannot copy out an empty tensor
         return np.empty(shape, dtype=np.dtype(str(t.dtype)))
+    if t.__dlpack_device__()[0] == CPU and str(t.dtype) in DLPACK_DTYPES:
+        return np.from_dlpack(t).copy()
     return t.numpy()
+
+
+def _aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary (DLPack import into TVM requires it)."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+class _Staging:
+    """Tensors a runner copies one input signature's arrays into: host arrays TVM reads in place (DLPack) on the
+    CPU, device tensors elsewhere."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], device: Any):
+        import tvm
+
+        if device.dlpack_device_type() == CPU and all(a.size and str(a.dtype) in DLPACK_DTYPES for a in arrays):
+            self.host: list[np.ndarray] | None = [_aligned(a.shape, a.dtype) for a in arrays]
+            self.tensors = [tvm.runtime.from_dlpack(h) for h in self.host]
+        else:
+            self.host = None
+            self.tensors = [tvm.runtime.empty(a.shape, str(a.dtype), device) for a in arrays]
+
+    def load(self, arrays: Sequence[np.ndarray]) -> list[Any]:
+        for i, a in enumerate(arrays):
+            if self.host is not None:
+                np.copyto(self.host[i], a)
+            elif a.size:
+                self.tensors[i].copyfrom(contiguous(a))
+        return self.tensors
 
 
 def _fmt(shape: Sequence[Any]) -> str:
@@ -54,6 +106,8 @@ class Runner:
         self.output_names = list(output_names)
         self.param_names = list(params)
         self._params = [tvm.runtime.tensor(contiguous(np.asarray(a)), self.device) for a in params.values()]
+        self._staged: OrderedDict[tuple, _Staging] = OrderedDict()
+        self._lock = threading.Lock()  # one call at a time uses the staging tensors
 
     def check_inputs(self, inputs: Sequence[Any]) -> list[np.ndarray]:
         """The inputs as contiguous numpy arrays; InputError on a count, dtype or shape mismatch."""
@@ -78,13 +132,18 @@ class Runner:
         return arrays
 
     def __call__(self, *inputs: Any) -> list[np.ndarray]:
-        import tvm
-
-        arrays = self.check_inputs(inputs)
-        args = [tvm.runtime.tensor(a, self.device) for a in arrays]
-        out = self._main(*args, *self._params)
-        outs = [out] if hasattr(out, "numpy") else list(out)
-        return [to_numpy(o) for o in outs]
+        arrays = [np.asarray(v) for v in inputs]
+        signature = tuple((a.shape, a.dtype.str) for a in arrays)
+        with self._lock:
+            staging = self._staged.get(signature)
+            if staging is None:
+                staging = self._staged[signature] = _Staging(self.check_inputs(arrays), self.device)
+                if len(self._staged) > STAGED_SIGNATURES:
+                    self._staged.popitem(last=False)
+            self._staged.move_to_end(signature)
+            out = self._main(*staging.load(arrays), *self._params)
+            outs = [out] if hasattr(out, "numpy") else list(out)
+            return [to_numpy(o) for o in outs]
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in zip(self.input_names, self.input_types))

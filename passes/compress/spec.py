@@ -8,6 +8,8 @@ Grammar (stages joined by ``+``, each optionally ``@method``)::
                                                              methods: rtn, gptq
     w7a8                                                     the same with int7 weight codes (+-63), which AVX2
                                                              without VNNI multiplies 32 at a time (vpmaddubsw)
+    w4a8                                                     the same with int4 weight codes (+-7) packed two per
+                                                             byte: half W8A8's weight bytes (linear layers only)
     2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
     lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
                                                              methods: svd, asvd (activation-aware)
@@ -31,7 +33,7 @@ METHODS = {"quant": ("rtn", "gptq"), "nm": ("magnitude", "wanda", "sparsegpt"), 
 """Per stage: its (data-free, data-aware, ...) methods; the first is the data-free default, the last the
 data-aware one."""
 
-INTEGER_SCHEMES = {"w8a8": 8, "w7a8": 7}
+INTEGER_SCHEMES = {"w8a8": 8, "w7a8": 7, "w4a8": 4}
 """Stages that quantize the layer's input too (static uint8 grid), and the bits of their weight codes."""
 _QUANT = re.compile(r"int(4|8)(?:-g(\d+))?(-asym)?")
 _NM = re.compile(r"(\d+):(\d+)")
@@ -122,5 +124,5 @@ def _stage(stage: str, text: str) -> tuple[str, object]:
         if int(m.group(1)) < 1:
             raise ValueError("the compensation rank must be at least 1")
         return "lrc", int(m.group(1))
-    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, w7a8, "
+    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, w7a8, w4a8, "
                         "N:M, lowrank[:RATIO] or lrc:RANK)")

@@ -19,13 +19,18 @@ in such a layout the bit-packed arrays are little-endian uint32 words (8 nibbles
 unpacks them with shifts on 32-bit lanes.
 
 **W8A8** (``activation=(scale, zero)``, int8 symmetric per-channel weights only, or int7 ones: codes within +-63,
-``bits`` 7, stored as int8; ``linear`` and ``conv``): the op
+``bits`` 7, stored as int8, ``linear`` and ``conv``; or int4 ones, ``bits`` 4, packed like any int4 weight,
+``linear`` only): the op
 also quantizes its input, statically, to uint8 ``xq = clamp(round_half_even(x / scale) + zero, 0, 255)`` and
 multiplies integers: ``y = float32(sum_k (xq - zero) * code) * (float32(scale) * weight_scale[o])`` (``W8A8``; a
 convolution's zero padding is ``xq = zero``, i.e. ``x = 0``); the companion
 ``colsums`` ``[O, 1]`` int32 (``sum_k code``) lets an integer kernel subtract the zero point after its dot products.
 The int7 form ("W7A8") exists for x86 CPUs without VNNI: there AVX2's ``vpmaddubsw`` multiplies uint8 by int8 in
 pairs summed to int16, which saturates for int8 codes (2 x 255 x 128 > 32767) but never for int7 ones (2 x 255 x 63).
+The int4 form ("W4A8") halves the weight's bytes again for memory-bound linears (a GEMV): its kernel unpacks the
+nibbles to int8 codes per register tile and runs the same integer dot products. Re-laid out ``OI{b}o{d}i``, its
+codes are packed per block of ``b x d``: the block's first half in the low nibbles of its bytes, the second half in
+the high ones (``pack_halves``), so one shift and two masks unpack a whole vector of bytes into two of codes.
 
 ``decode`` is what every kernel computes, in the same float32 operations: the interpreter runs on it, so accuracy
 measured there is the deployed accuracy (up to the order of the summation).
@@ -227,8 +232,10 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
     else:
         data = data.astype(np.float32)
     if enc.activation is not None:
-        if enc.quant is None or enc.quant.bits not in (7, 8) or not enc.quant.symmetric or enc.quant.group or enc.nm:
-            raise ValueError(f"W8A8 takes int8 (or int7) symmetric per-channel weights, not {enc.kind}")
+        if enc.quant is None or not enc.quant.symmetric or enc.quant.group or enc.nm:
+            raise ValueError(f"W8A8 takes int8 (or int7, int4) symmetric per-channel weights, not {enc.kind}")
+        if enc.quant.bits == 4 and len(enc.shape) != 2:
+            raise ValueError(f"W4A8 is for linear weights only, not a weight of shape {list(enc.shape)}")
         meta["activation"] = {"scale": float(enc.activation[0]), "zero": int(enc.activation[1])}
         colsums = enc.values.astype(np.int32).sum(axis=1, keepdims=True).astype(np.int32)
         meta["colsums"] = graph.add_param(f"{name}.colsums", colsums)
@@ -239,9 +246,29 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
     graph.types[name] = graph.params[name].type
 
 
+def pack_halves(codes: np.ndarray) -> np.ndarray:
+    """``[..., 2h]`` nibbles as ``[..., h]`` bytes: the first ``h`` in the low nibbles, the last ``h`` in the high
+    ones (a W4A8 weight's blocks: one byte shift and a mask per half unpack them)."""
+    h = codes.shape[-1] // 2
+    return (codes[..., :h] | codes[..., h:] << 4).astype(np.uint8)
+
+
+def unpack_halves(packed: np.ndarray) -> np.ndarray:
+    return np.concatenate([packed & 0xF, packed >> 4], axis=-1).astype(np.uint8)
+
+
+def _nibble_blocks(meta: dict) -> bool:
+    """Whether the param's data is a re-laid-out W4A8 weight (nibbles packed per block, ``pack_halves``)."""
+    return "activation" in meta and "layout" in meta and meta["quant"]["bits"] == 4
+
+
 def _from_layout(arr: np.ndarray, meta: dict, data: bool) -> np.ndarray:
     if "layout" not in meta:
         return arr
+    if data and _nibble_blocks(meta):
+        blocks = unpack_halves(arr)
+        codes = unpack(blocks.reshape(*blocks.shape[:2], layout_block(meta["layout"]), -1), meta["layout"])
+        return pack_bits(codes, 4)
     arr = unpack(arr, meta["layout"] if data else companion_layout(meta["layout"]))
     return arr.view("<u1") if arr.dtype == np.uint32 else arr
 
@@ -257,7 +284,7 @@ def _to_layout(arr: np.ndarray, layout: str, words: bool) -> np.ndarray:
 
 def _bit_packed(meta: dict) -> dict[str, bool]:
     """Which of a compressed weight's arrays (``"data"`` and companions) hold bit-packed fields."""
-    return {"data": (meta.get("quant") or {}).get("bits") == 4,
+    return {"data": (meta.get("quant") or {}).get("bits") == 4 and "activation" not in meta,
             "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8, "scales": False, "zeros": False,
             "colsums": False}
 
@@ -307,7 +334,7 @@ def can_relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> bool:
     packed = _bit_packed(meta)
     return "layout" not in meta and meta["shape"][0] % block == 0 and all(
         a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k]) and (
-        "activation" not in meta or param.data.shape[1] % dot == 0)
+        "activation" not in meta or int(np.prod(meta["shape"][1:])) % dot == 0)
 
 
 def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
@@ -325,5 +352,10 @@ def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
             graph.params[c] = Param(_to_layout(graph.params[c].data, companion_layout(layout), words[key]),
                                     Encoding("dense", {"companion_of": name}))
             graph.types[c] = graph.params[c].type
-    graph.params[name] = Param(_to_layout(param.data, layout, words["data"]), Encoding(param.encoding.kind, meta))
+    if _nibble_blocks(meta):
+        blocks = pack(unpack_bits(param.data, 4), layout)
+        data = pack_halves(blocks.reshape(*blocks.shape[:2], -1))
+    else:
+        data = _to_layout(param.data, layout, words["data"])
+    graph.params[name] = Param(data, Encoding(param.encoding.kind, meta))
     graph.types[name] = graph.params[name].type

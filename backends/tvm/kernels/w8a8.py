@@ -18,8 +18,13 @@ multiply-adds, twice a float32 FMA's). ``vpmaddubsw`` takes 32 (8 outputs x 4 in
 sums its int16 pairs) but saturates those pairs for int8 codes; for int7 ones (W7A8, ``W7A8_BLOCK``) it cannot, so
 their weight keeps ``OI16o4i`` and runs it: 1.4x the ``vpmaddwd`` kernel on a Zen 3 (MiniLM's 384 -> 1536 GEMM
 at 128 rows: 0.86 -> 0.61 ms, float32 1.15). A W7A8 convolution stores its patches position-major (``k_minor``),
-the operand ``vpmaddubsw`` takes, and runs it too (2-3x the float32 convolution there). Other targets, and AVX2
-W8A8 convolutions, run the same compute with TVM's default loops (correct, not fast).
+the operand ``vpmaddubsw`` takes, and runs it too (2-3x the float32 convolution there). A W4A8 linear's int4
+codes are packed two per byte (``encodings.pack_halves`` per ``OI16o4i`` block); ``DotProductMatmul`` unpacks a
+register tile's nibbles once per reduction step for all its rows (one shift and two masks per 64) and multiplies
+them as int7 codes; the nibbles are the codes plus 8, which ``input_offsets`` corrects once per input row. It
+reads half W7A8's bytes: a 4096 x 4096 GEMV runs at about W7A8's time where that one is compute-bound, and at half
+of it where memory is the limit. Other targets, and AVX2 W8A8 convolutions, run the same compute with TVM's
+default loops (correct, not fast).
 """
 from __future__ import annotations
 
@@ -36,6 +41,10 @@ from .tiling import accumulator_budget, find_block, tile_write_back
 W8A8_BLOCK = "sparsecc_dense_w8a8"
 W7A8_BLOCK = "sparsecc_dense_w7a8"
 """The same compute on int7 codes (``|code| <= 63``), which ``vpmaddubsw`` multiplies without saturating."""
+W4A8_BLOCK = "sparsecc_dense_w4a8"
+"""The same compute on int4 codes, unpacked per register tile (``UNPACK_BLOCK``) and multiplied as int7 ones."""
+UNPACK_BLOCK = "sparsecc_unpack_int4"
+INPUT_OFFSET_BLOCK = "sparsecc_input_offsets"
 PATCHES_BLOCK = "sparsecc_conv_patches"
 W8A8_CONV_BLOCK = "sparsecc_conv_w8a8"
 W7A8_CONV_BLOCK = "sparsecc_conv_w7a8"
@@ -56,21 +65,76 @@ def quantize_input(x: te.Tensor, *, scale: float, zero: int, dtype: str = "uint8
                       .astype(dtype), name=QUANTIZE_BLOCK)
 
 
-def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
-               *, scale: float, zero: int, lanes: int | None, narrow: bool = False) -> te.Tensor:
-    """``xq`` uint8 codes ``[..., K]`` (stored as int16 for ``d`` = 2), ``w`` int8 ``[O, K]`` or packed
-    ``[O/b, K/d, b, d]`` (int7 codes if ``narrow``); ``scales``/``colsums`` ``[O, 1]`` or packed ``[O/b, 1, b]``."""
+INT4_OFFSET = 8
+"""What a symmetric int4 code is stored plus (``encodings.store``): its nibble, 1..15."""
+
+
+def _nibble(byte: Any, high: Any) -> Any:
+    """The low (``high`` = 0) or high (1) nibble of a uint8 ``byte``, as int8."""
+    return ((byte >> (high * 4).astype("uint8")) & tirx.const(15, "uint8")).astype("int8")
+
+
+def unpack_int4(w: te.Tensor, lanes: int) -> te.Tensor:
+    """A re-laid-out W4A8 weight ``[O/b, K/d, b * d / 2]`` (each block's codes packed ``pack_halves``) as its
+    nibbles ``[O/b, K/d, b, d]`` int8, the codes plus ``INT4_OFFSET``: the operand of the int7 dot products, whose
+    sums ``dense_w4a8`` corrects by ``input_offsets``. ``DotProductMatmul`` computes it per register tile, where
+    each byte vector becomes two nibble vectors by one shift and two masks."""
+    blocks, steps, half = (int(d) for d in w.shape)
+    dot = 2 * half // lanes
+
+    def nibble(b: Any, q: Any, i: Any, d: Any) -> Any:
+        f = i * dot + d
+        return _nibble(w[b, q, f % half], f // half)
+
+    return te.compute((blocks, steps, lanes, dot), nibble, name=UNPACK_BLOCK)
+
+
+def input_offsets(xq: te.Tensor) -> te.Tensor:
+    """``-INT4_OFFSET * sum_k xq[..., k]`` per input row: ``dense_w4a8``'s correction for summing nibbles, the
+    codes plus ``INT4_OFFSET``. A function of its own, so the GEMM reads it as an argument (TVM folds an epilogue
+    into a tile's write-back only if it reads no other intermediate of the function)."""
     *lead, k = xq.shape
+    s = te.reduce_axis((0, k), name="s")
+    return te.compute(lead, lambda *i: te.sum(xq[(*i, s)].astype("int32") * -INT4_OFFSET, axis=s),
+                      name=INPUT_OFFSET_BLOCK)
+
+
+def _integer_sums(xq: te.Tensor, code: Any, rows: Any, name: str) -> te.Tensor:
+    """``acc[..., o] = sum_k xq[..., k] * code(o, k)`` in int32."""
+    *lead, k = xq.shape
+    r = te.reduce_axis((0, k), name="k")
+    return te.compute((*lead, rows), lambda *i: te.sum(
+        xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r), name=name)
+
+
+def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
+               *, scale: float, zero: int, lanes: int | None, bits: int = 8) -> te.Tensor:
+    """``xq`` uint8 codes ``[..., K]`` (stored as int16 for ``d`` = 2), ``w`` int8 ``[O, K]`` or packed
+    ``[O/b, K/d, b, d]`` (int7 codes for ``bits`` 7; a packed int4 weight takes ``dense_w4a8``), or for ``bits`` 4
+    uint8 nibbles ``[O, K/2]``; ``scales``/``colsums`` ``[O, 1]`` or packed ``[O/b, 1, b]``."""
     if lanes:
         rows, dot = w.shape[0] * lanes, int(w.shape[3])
         code = lambda o, r: w[o // lanes, r // dot, o % lanes, r % dot]  # noqa: E731
+    elif bits == 4:
+        rows = w.shape[0]
+        code = lambda o, r: _nibble(w[o, r // 2], r % 2) - tirx.const(INT4_OFFSET, "int8")  # noqa: E731
     else:
         rows = w.shape[0]
         code = lambda o, r: w[o, r]  # noqa: E731
-    r = te.reduce_axis((0, k), name="k")
-    acc = te.compute((*lead, rows), lambda *i: te.sum(
-        xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r),
-        name=W7A8_BLOCK if narrow else W8A8_BLOCK)
+    acc = _integer_sums(xq, code, rows, {8: W8A8_BLOCK, 7: W7A8_BLOCK, 4: W4A8_BLOCK}[bits])
+    return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
+
+
+def dense_w4a8(xq: te.Tensor, offsets: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor,
+               bias: te.Tensor | None = None, *, scale: float, zero: int, lanes: int) -> te.Tensor:
+    """W4A8 on a weight packed ``[O/b, K/d, b * d / 2]`` (``unpack_int4``): ``sum_k xq * code`` as
+    ``offsets + sum_k xq * nibble`` (``input_offsets``), so the unpacked nibbles need no subtraction (two vector
+    operations fewer per 64 codes); then dequantized like ``dense_w8a8``."""
+    nibbles = unpack_int4(w, lanes)
+    dot = int(nibbles.shape[3])
+    sums = _integer_sums(xq, lambda o, r: nibbles[o // lanes, r // dot, o % lanes, r % dot],
+                         nibbles.shape[0] * lanes, W4A8_BLOCK)
+    acc = te.compute(sums.shape, lambda *i: sums[i] + offsets[i[:-1]], name="add_offsets")
     return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
 
 
@@ -331,11 +395,12 @@ class DotProductMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
+        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W4A8_BLOCK, W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
         if block is None:
             return None
         name = sch.get(block).name_hint
-        conv, narrow = name in (W8A8_CONV_BLOCK, W7A8_CONV_BLOCK), name in (W7A8_BLOCK, W7A8_CONV_BLOCK)
+        conv = name in (W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
+        narrow = name in (W7A8_BLOCK, W4A8_BLOCK, W7A8_CONV_BLOCK)
         packed = sch.get(block).reads[1].source.shape  # the weight (linear) or the patches (conv)
         if len(packed) != (5 if conv else 4):
             return None
@@ -355,7 +420,8 @@ class DotProductMatmul(dl.ScheduleRule):
         if quantize is not None and not any(sch.get(p).name_hint == QUANTIZE_BLOCK
                                             for p in sch.get_producers(block)):
             quantize = None
-        out = tile_write_back(sch, block, keep=(QUANTIZE_BLOCK,) if quantize is not None else ())
+        unpack = find_block(sch, UNPACK_BLOCK)
+        out = tile_write_back(sch, block, keep=(QUANTIZE_BLOCK,) * (quantize is not None) + (UNPACK_BLOCK,))
         if out is None:
             return None
         if quantize is not None:
@@ -374,6 +440,16 @@ class DotProductMatmul(dl.ScheduleRule):
         blk, lane = sch.split(col, [None, vector])
         ko, ki = sch.split(k, [None, dot])
         sch.reorder(ko, row, blk, lane, ki)
+        if unpack is not None:  # the tile's codes of this step, unpacked once for all its rows
+            sch.compute_at(unpack, ko)
+            loops = sch.get_loops(unpack)
+            below = [sch.get(lp).same_as(sch.get(ko)) for lp in loops].index(True) + 1
+            *blocks, output, step = loops[below:]  # the tile's blocks (a unit loop is dropped), then one block
+            half, byte = sch.split(sch.fuse(output, step), [2, None])
+            sch.vectorize(byte)
+            sch.unroll(half)
+            for b in blocks:
+                sch.unroll(b)
         sch.unroll(blk)
         sch.unroll(row)
         sch.vectorize(sch.split(ni, [None, 16])[1])
@@ -381,6 +457,21 @@ class DotProductMatmul(dl.ScheduleRule):
         init = sch.decompose_reduction(block, ko)
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(lane, intrin)
+        return sch
+
+
+class RowOffsets(dl.ScheduleRule):
+    """Schedules ``input_offsets``: its rows in parallel (LLVM vectorises each row's integer sum itself)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        block = find_block(sch, INPUT_OFFSET_BLOCK)
+        if block is None or len(sch.get_loops(block)) < 2:
+            return None
+        *rows, _ = sch.get_loops(block)
+        sch.parallel(sch.fuse(*rows))
         return sch
 
 
