@@ -18,13 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from sparsecc.caches import cache_root
 from sparsecc.errors import ArtifactError
 from sparsecc.ir.graph import Graph
 from sparsecc.ir.serialize import graph_from_json, graph_to_json
 from sparsecc.standalone_runner import FORMAT, ArtifactCheckError, read_members
-
-LIB_CACHE = Path(os.environ.get("SPARSECC_CACHE", Path.home() / ".cache" / "sparsecc")) / "libs"
-
 
 @dataclass
 class Artifact:
@@ -79,7 +77,7 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
         if "encoding_arrays.npz" in z.namelist():
             arrays.update(_npz(z.read("encoding_arrays.npz")))
         graph = graph_from_json(json.loads(z.read("graph.json"))["graph"], arrays)
-        lib_path = LIB_CACHE / f"{manifest['sha256']['lib.so']}.so"
+        lib_path = cache_root() / "libs" / f"{manifest['sha256']['lib.so']}.so"
         if not lib_path.exists():
             lib_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = lib_path.with_suffix(f".{os.getpid()}.tmp")

@@ -101,6 +101,8 @@ def pytest_configure(config):
     torch.manual_seed(0)
     # compiles in the suite must not pick up tuning records a user made with `sparsecc tune` on this machine
     os.environ["SPARSECC_TUNING_DB"] = tempfile.mkdtemp(prefix="sparsecc-tests-tuning-")
+    # nor measured latencies or remembered decompositions from the user's cache (and they write none there)
+    os.environ["SPARSECC_CACHE"] = tempfile.mkdtemp(prefix="sparsecc-tests-cache-")
     # xdist runs one test process per core: one TVM worker thread each, or the two processes' spinning thread
     # pools preempt each other and a kernel stalls for whole scheduler time slices (a 256x256 linear took 4 ms)
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -279,3 +279,37 @@ def test_rank_for_energy_boundaries(layer_data):
     for bad in (0, 1.5):
         with pytest.raises(ValueError):
             rank_for_energy(w, bad)
+
+
+def test_memo_persists_to_disk_and_recomputes_a_corrupt_entry(tmp_path, monkeypatch):
+    """``remembered`` also stores its entries under ``$SPARSECC_CACHE/memo``: a new process (an empty memory memo)
+    reads one back instead of recomputing; other contents or arguments are other entries; a corrupt entry is
+    recomputed and rewritten; beyond ``DISK_BYTES`` the least recently used entries go."""
+    import collections
+
+    from sparsecc.passes.compress import memo
+
+    monkeypatch.setenv("SPARSECC_CACHE", str(tmp_path))
+    monkeypatch.setattr(memo, "_CACHE", collections.OrderedDict())
+    a = np.arange(12.0).reshape(3, 4)
+    calls = []
+
+    def svd(m):
+        calls.append(1)
+        return np.linalg.svd(m, full_matrices=False)
+
+    first = memo.remembered("svd", (a,), lambda: svd(a))
+    (entry,) = (tmp_path / "memo").glob("svd-*.pkl")
+    memo._CACHE.clear()
+    again = memo.remembered("svd", (a,), lambda: svd(a))
+    assert len(calls) == 1 and all(np.array_equal(x, y) for x, y in zip(first, again))
+    memo.remembered("svd", (a + 1,), lambda: svd(a + 1))
+    memo.remembered("svd", (a,), lambda: svd(a), "other args")
+    assert len(calls) == 3 and len(list((tmp_path / "memo").glob("svd-*.pkl"))) == 3
+    memo._CACHE.clear()
+    entry.write_bytes(b"not a pickle")
+    assert all(np.array_equal(x, y) for x, y in zip(memo.remembered("svd", (a,), lambda: svd(a)), first))
+    assert len(calls) == 4 and entry.read_bytes() != b"not a pickle"
+    monkeypatch.setattr(memo, "DISK_BYTES", entry.stat().st_size + 1)
+    memo.remembered("svd", (a + 2,), lambda: svd(a + 2))
+    assert len(list((tmp_path / "memo").glob("*.pkl"))) == 1  # only the newest fits

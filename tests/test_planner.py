@@ -24,7 +24,7 @@ from sparsecc.passes.pipeline import canonicalize
 from sparsecc.planner import Analysis, Budget, analyze, choose, make_plan, parse_budget
 from sparsecc.planner.candidates import DENSE, Candidate, eligible, evaluate, layer_graph, refine_top
 from sparsecc.planner.costs import Latencies
-from sparsecc.planner.sensitivity import Trace, hessian_traces, layer_weights
+from sparsecc.planner.sensitivity import Trace, hessian_traces, layer_weights, problem_digest
 from sparsecc.planner.solve import solve
 
 pytest.importorskip("tvm")
@@ -229,6 +229,40 @@ def test_hutchinson_ranking_is_seed_independent_and_stops_early():
     assert all(t.stderr <= 0.3 * abs(t.mean) for t in loose.values())
     only = hessian_traces(g, batches, weights=["w2"], max_probes=4)
     assert set(only) == {"w2"} and only["w2"].probes == 4
+
+
+def test_problem_digest_names_what_it_is_computed_from():
+    """The key of the remembered traces and damages changes with any param, batch, label or the loss."""
+    g, batches = tiny_graph(), tiny_batches()
+    key = problem_digest(g, batches, "mse")
+    assert key == problem_digest(tiny_graph(), tiny_batches(), "mse")
+    nudged = tiny_graph()
+    nudged.params["w2"].data[0, 0] += 1e-3
+    others = [problem_digest(nudged, batches, "mse"), problem_digest(g, tiny_batches(rows=3), "mse"),
+              problem_digest(g, batches, "kl"), problem_digest(g, batches, "ce", tiny_labels())]
+    assert len({key, *others}) == 5
+
+
+def test_measured_damage_is_remembered(tmp_path, monkeypatch):
+    """A layer's measured damage is remembered on disk under the problem and the compressed layer's contents: a
+    new process measures it once more only for another compressed weight."""
+    import collections
+
+    from sparsecc.passes.compress import memo
+    from sparsecc.planner.refine import OutputDamage
+
+    monkeypatch.setenv("SPARSECC_CACHE", str(tmp_path))
+    monkeypatch.setattr(memo, "_CACHE", collections.OrderedDict())
+    g, batches = tiny_graph(), tiny_batches()
+    node = g.nodes[0]
+    int4, _ = compress(layer_graph(g, node), parse_spec("int4"), None)
+    first = OutputDamage(g, batches)(node.name, int4)
+    memo._CACHE.clear()
+    monkeypatch.setattr(OutputDamage, "_measure", lambda *_: pytest.fail("measured again"))
+    assert OutputDamage(g, batches)(node.name, int4) == first > 0
+    int8, _ = compress(layer_graph(g, node), parse_spec("int8"), None)
+    with pytest.raises(pytest.fail.Exception, match="measured again"):
+        OutputDamage(g, batches)(node.name, int8)
 
 
 def test_hutchinson_errors():

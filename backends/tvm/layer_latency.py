@@ -40,6 +40,7 @@ import numpy as np
 
 from sparsecc import __version__
 from sparsecc.bench import host_arch, summarize, wall_times
+from sparsecc.caches import cache_root
 from sparsecc.errors import SparseccError
 from sparsecc.ir.dims import eval_dim
 from sparsecc.ir.graph import Encoding, Graph, TensorType
@@ -380,8 +381,7 @@ def backend_fingerprint() -> str:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("SPARSECC_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "sparsecc") / "latency"
+    return cache_root() / "latency"
 
 
 # ---- the table ------------------------------------------------------------------------------------------------------

@@ -23,12 +23,13 @@ from sparsecc.errors import SparseccError
 from sparsecc.ir.graph import Graph
 from sparsecc.passes.compress import Calibration, CompressionSpec, calibrate, load_batches, parse_spec
 from sparsecc.passes.compress.calibration import compressible_weight
+from sparsecc.passes.compress.memo import remembered
 
 from .budget import Budget
 from .candidates import DENSE, LADDER, Candidate, eligible, evaluate, refine_top
 from .costs import Latencies, measure_latencies
 from .refine import OutputDamage
-from .sensitivity import Trace, hessian_traces
+from .sensitivity import Trace, hessian_traces, problem_digest
 from .solve import solve
 
 HESSIAN_ROWS = 4
@@ -142,10 +143,10 @@ def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any =
     clock = _Clock()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("Hessian traces", total=max_probes)
-        traces = hessian_traces(graph, hessian_batches, loss=loss, labels=hessian_labels, seed=seed,
-                                max_probes=max_probes,
-                                progress=lambda n, err: bar.update(task, completed=n,
-                                                                   description=f"Hessian traces (rel. err {err:.2f})"))
+        traces = remembered("hessian", (), lambda: hessian_traces(
+            graph, hessian_batches, loss=loss, labels=hessian_labels, seed=seed, max_probes=max_probes,
+            progress=lambda n, err: bar.update(task, completed=n, description=f"Hessian traces (rel. err {err:.2f})")),
+            problem_digest(graph, batches, loss, labels), seed, max_probes, HESSIAN_ROWS)
     clock.lap("sensitivity")
     specs = eligible(graph, set(traces), calibration, for_target(tuple(ladder), target))
     latencies = _latencies(graph, specs, need_latency, target, table, example, calibration, progress)

@@ -17,8 +17,9 @@ import torch
 
 from sparsecc.interpreter import Interpreter
 from sparsecc.ir.graph import Graph
+from sparsecc.passes.compress.memo import remembered
 
-from .sensitivity import loss_value
+from .sensitivity import loss_value, problem_digest
 
 
 class OutputDamage:
@@ -42,6 +43,7 @@ class OutputDamage:
         self.reference = [[env[o] for o in graph.outputs] for env, _ in self.runs]
         self.dense = [self._loss(ref, i) for i, ref in enumerate(self.reference)]
         """The dense model's own loss per batch (0 for the label-free losses)."""
+        self.key = problem_digest(graph, batches, loss, labels)
 
     def _run(self, env: dict[str, Any], symbols: dict[str, int], start: int, swap: tuple[str, Graph] | None) -> None:
         for node in self.graph.nodes[start:]:
@@ -53,6 +55,14 @@ class OutputDamage:
             env.update(zip(node.outputs, out if isinstance(out, tuple) else (out,)))
 
     def __call__(self, node: str, layer: Graph) -> float:
+        """Remembered (``passes/compress/memo.py``) under the problem and the compressed layer's contents."""
+        names = sorted(layer.params)
+        return remembered("refine", tuple(layer.params[k].data for k in names), lambda: self._measure(node, layer),
+                          self.key, node, [(k, layer.params[k].encoding.kind, repr(layer.params[k].encoding.meta))
+                                           for k in names], [(n.op, n.inputs, sorted(n.attrs.items()))
+                                                             for n in layer.nodes])
+
+    def _measure(self, node: str, layer: Graph) -> float:
         total = 0.0
         with torch.no_grad():
             for i, (dense_env, symbols) in enumerate(self.runs):

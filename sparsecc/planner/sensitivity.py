@@ -37,6 +37,7 @@ from sparsecc.interpreter import Interpreter
 from sparsecc.interpreter.interpreter import graph_param_tensor
 from sparsecc.ir.graph import Graph
 from sparsecc.passes.compress.calibration import compressible_weight
+from sparsecc.passes.compress.memo import content_digest
 
 LOSSES = ("mse", "kl", "ce")
 
@@ -70,6 +71,19 @@ def loss_value(loss: str, outs: Sequence[torch.Tensor], reference: Sequence[torc
         else:
             total = total + ((out - ref) ** 2).mean() / (ref ** 2).mean().clamp_min(1e-30)
     return total
+
+
+def problem_digest(graph: Graph, batches: Sequence[Sequence[Any]], loss: str,
+                   labels: Sequence[Any] | None = None) -> str:
+    """A content key of what the sensitivity and the measured damages are computed from: the graph (nodes, types,
+    params), the calibration batches, the loss and the labels. Their results are remembered under it
+    (``passes/compress/memo.py``, on disk too), so a second plan of the same model skips them."""
+    structure = ([(n.op, n.inputs, n.outputs, sorted(n.attrs.items())) for n in graph.nodes], graph.inputs,
+                 graph.outputs, sorted((k, str(t)) for k, t in graph.types.items()),
+                 sorted((k, p.encoding.kind, repr(p.encoding.meta)) for k, p in graph.params.items()), loss)
+    arrays = [graph.params[k].data for k in sorted(graph.params)] + [np.asarray(a) for b in batches for a in b]
+    arrays += [np.asarray(y) for y in labels or ()]
+    return content_digest(arrays, structure).hex()
 
 
 def layer_weights(graph: Graph) -> list[str]:

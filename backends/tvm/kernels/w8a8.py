@@ -28,7 +28,8 @@ default loops (correct, not fast).
 """
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from tvm import s_tir, te, tirx
 from tvm.s_tir import dlight as dl
@@ -376,18 +377,30 @@ def _register_maddubs(name: str, broadcast: str, packed: str) -> None:
     TensorIntrin.register(name, _dot_desc(8, 4, broadcast, packed), impl, override=True)
 
 
+_INTRINSICS: dict[str, Callable[[], None]] = {
+    VNNI_INTRIN: partial(_register_vnni, VNNI_INTRIN, "uint8", "int8", k_major=False),
+    VNNI_INTRIN_PATCHES: partial(_register_vnni, VNNI_INTRIN_PATCHES, "int8", "uint8", k_major=True),
+    VNNI_INTRIN_PATCHES_K_MINOR: partial(_register_vnni, VNNI_INTRIN_PATCHES_K_MINOR, "int8", "uint8", k_major=False),
+    AVX2_INTRIN: partial(_register_pmaddwd, AVX2_INTRIN),
+    AVX2_INTRIN_INT7: partial(_register_maddubs, AVX2_INTRIN_INT7, "uint8", "int8"),
+    AVX2_INTRIN_INT7_PATCHES: partial(_register_maddubs, AVX2_INTRIN_INT7_PATCHES, "int8", "uint8"),
+}
+_registered: set[str] = set()
+
+
+def _registered_intrinsic(name: str) -> str:
+    """``name``, registered with TVM on its first use: parsing the TVMScript of all six took ~7 s of every process
+    that imported the kernels (most never tensorize one)."""
+    if name not in _registered:
+        _INTRINSICS[name]()
+        _registered.add(name)
+    return name
+
+
 class DotProductMatmul(dl.ScheduleRule):
     """Schedules a PrimFunc holding a ``W8A8_BLOCK`` / ``W7A8_BLOCK`` on a packed weight, or a ``W8A8_CONV_BLOCK``
     / ``W7A8_CONV_BLOCK``, for x86 with AVX-512 VNNI (``vpdpbusd``); for AVX2 without it, a ``W8A8_BLOCK`` on an
     ``OI16o2i`` weight (``vpmaddwd``) and the W7A8 blocks (``vpmaddubsw``)."""
-
-    def __init__(self) -> None:
-        _register_vnni(VNNI_INTRIN, "uint8", "int8", k_major=False)
-        _register_vnni(VNNI_INTRIN_PATCHES, "int8", "uint8", k_major=True)
-        _register_vnni(VNNI_INTRIN_PATCHES_K_MINOR, "int8", "uint8", k_major=False)
-        _register_pmaddwd(AVX2_INTRIN)
-        _register_maddubs(AVX2_INTRIN_INT7, "uint8", "int8")
-        _register_maddubs(AVX2_INTRIN_INT7_PATCHES, "int8", "uint8")
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from tvm.target.codegen import target_has_features
@@ -456,7 +469,7 @@ class DotProductMatmul(dl.ScheduleRule):
         sch.parallel(sch.fuse(*outer, mo, no))
         init = sch.decompose_reduction(block, ko)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(lane, intrin)
+        sch.tensorize(lane, _registered_intrinsic(intrin))
         return sch
 
 
