@@ -124,5 +124,5 @@ def _stage(stage: str, text: str) -> tuple[str, object]:
         if int(m.group(1)) < 1:
             raise ValueError("the compensation rank must be at least 1")
         return "lrc", int(m.group(1))
-    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, w7a8, w4a8, "
-                        "N:M, lowrank[:RATIO] or lrc:RANK)")
+    raise SparseccError(f"compress {text!r}: unknown stage {stage!r} (expected int8, int4[-gN][-asym], w8a8, w7a8, "
+                        "w4a8, N:M, lowrank[:RATIO] or lrc:RANK)")
