@@ -19,7 +19,7 @@ from sparsecc.interpreter import Interpreter
 from sparsecc.ir.graph import Graph
 from sparsecc.passes.compress.memo import remembered
 
-from .sensitivity import loss_value, problem_digest
+from .sensitivity import graph_digest, loss_value, problem_digest
 
 
 class OutputDamage:
@@ -56,11 +56,7 @@ class OutputDamage:
 
     def __call__(self, node: str, layer: Graph) -> float:
         """Remembered (``passes/compress/memo.py``) under the problem and the compressed layer's contents."""
-        names = sorted(layer.params)
-        return remembered("refine", tuple(layer.params[k].data for k in names), lambda: self._measure(node, layer),
-                          self.key, node, [(k, layer.params[k].encoding.kind, repr(layer.params[k].encoding.meta))
-                                           for k in names], [(n.op, n.inputs, sorted(n.attrs.items()))
-                                                             for n in layer.nodes])
+        return remembered("refine", (), lambda: self._measure(node, layer), self.key, node, graph_digest(layer))
 
     def _measure(self, node: str, layer: Graph) -> float:
         total = 0.0

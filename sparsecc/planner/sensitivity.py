@@ -73,17 +73,21 @@ def loss_value(loss: str, outs: Sequence[torch.Tensor], reference: Sequence[torc
     return total
 
 
-def problem_digest(graph: Graph, batches: Sequence[Sequence[Any]], loss: str,
-                   labels: Sequence[Any] | None = None) -> str:
-    """A content key of what the sensitivity and the measured damages are computed from: the graph (nodes, types,
-    params), the calibration batches, the loss and the labels. Their results are remembered under it
-    (``passes/compress/memo.py``, on disk too), so a second plan of the same model skips them."""
+def graph_digest(graph: Graph) -> str:
+    """A content key of ``graph``: its nodes, types, params and their encodings."""
     structure = ([(n.op, n.inputs, n.outputs, sorted(n.attrs.items())) for n in graph.nodes], graph.inputs,
                  graph.outputs, sorted((k, str(t)) for k, t in graph.types.items()),
-                 sorted((k, p.encoding.kind, repr(p.encoding.meta)) for k, p in graph.params.items()), loss)
-    arrays = [graph.params[k].data for k in sorted(graph.params)] + [np.asarray(a) for b in batches for a in b]
-    arrays += [np.asarray(y) for y in labels or ()]
-    return content_digest(arrays, structure).hex()
+                 sorted((k, p.encoding.kind, repr(p.encoding.meta)) for k, p in graph.params.items()))
+    return content_digest([graph.params[k].data for k in sorted(graph.params)], structure).hex()
+
+
+def problem_digest(graph: Graph, batches: Sequence[Sequence[Any]], loss: str,
+                   labels: Sequence[Any] | None = None) -> str:
+    """A content key of what the sensitivity and the measured damages are computed from: the graph
+    (``graph_digest``), the calibration batches, the loss and the labels. Their results are remembered under it
+    (``passes/compress/memo.py``, on disk too), so a second plan of the same model skips them."""
+    arrays = [np.asarray(a) for b in batches for a in b] + [np.asarray(y) for y in labels or ()]
+    return content_digest(arrays, graph_digest(graph), loss).hex()
 
 
 def layer_weights(graph: Graph) -> list[str]:
