@@ -180,3 +180,32 @@ def test_a_whole_model_is_timed_as_called_and_its_artifact_alike(tmp_path):
     assert 0.5 * model_ms < artifact_ms < 2 * model_ms
     assert LatencyTable("x86", cache_dir=tmp_path, measure_fn=lambda g, a: [1.0], device="fake").time_compiled(
         None, [x]) is None  # a custom measure_fn times graphs only
+
+
+def test_models_compared_are_timed_together_and_again_together(tmp_path, monkeypatch):
+    """measure_models times every model of the list in turns (one call of quietest_windows), caches each, and
+    re-times all of them when any one is missing, so the dense model and the fastest plan the planner compares
+    always come from the same spells of the machine."""
+    from sparsecc.backends.tvm import layer_latency
+
+    calls: list[int] = []
+    real = layer_latency.quietest_windows
+
+    def counted(fns, *_):
+        calls.append(len(fns))
+        return real(fns, budget_s=0.1)
+
+    monkeypatch.setattr(layer_latency, "quietest_windows", counted)
+    table = LatencyTable("x86", cache_dir=tmp_path)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype("float32")
+    smaller = small_net()
+    smaller.outputs = [smaller.nodes[1].outputs[0]]  # conv -> relu only
+    verify(smaller)
+    whole_ms, part_ms = table.measure_models([(small_net(), None), (lambda: smaller, "part")], [x])
+    assert calls == [2] and whole_ms > 0 and part_ms > 0
+    assert table.measure_model(small_net(), [x]) == whole_ms and calls == [2]  # cached
+    del table.entries["model:part"]
+    table.measure_models([(small_net(), None), (lambda: smaller, "part")], [x])
+    assert calls == [2, 2]  # both again, together
+    with pytest.raises(ValueError, match="needs key="):
+        table.measure_models([(lambda: smaller, None)], [x])

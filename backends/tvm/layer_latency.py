@@ -67,7 +67,11 @@ MODEL_BUDGET_S = 2.0
 """Timed seconds for a whole model (a layer gets ``budget_s``): about 100 calls of a 20 ms model, since the
 planner's budget is a fraction of this number."""
 MODEL_WINDOWS = 5
-"""Windows a whole model's timing is split into; the quietest one counts (``quietest_window``)."""
+"""Windows a whole model's timing is split into; the quietest one counts (``quietest_windows``)."""
+LAYER_WINDOWS = 3
+"""The same for a layer (``budget_s`` in all)."""
+LAYERS_IN_TURN = 48
+"""Layers built and held at once to be timed in turns (``measure_many``)."""
 BACKEND_DIR = Path(__file__).resolve().parent
 
 Frozen = tuple[tuple[str, Any], ...]
@@ -288,21 +292,30 @@ def adaptive_times(fn: Callable[[], Any], budget_s: float = 0.25, warmup_s: floa
     return wall_times(fn, repeat=repeat, warmup=0)
 
 
-def quietest_window(fn: Callable[[], Any], budget_s: float = MODEL_BUDGET_S,
-                    windows: int = MODEL_WINDOWS) -> list[float]:
-    """Milliseconds of each call of ``fn()`` in the quietest of ``windows`` back-to-back windows (``budget_s`` in
-    all, after one warm-up of a tenth of it): the window with the lowest median. On a shared machine another
-    process's burst makes a window slower, never faster; a 60 us model was seen to read 60 or 90 us from one 2 s
-    window to the next."""
-    runs = [adaptive_times(fn, budget_s / windows, warmup_s=budget_s / 10 if i == 0 else 0.0)
-            for i in range(windows)]
-    return min(runs, key=lambda times: float(np.median(times)))
+def quietest_windows(fns: Sequence[Callable[[], Any]], budget_s: float = MODEL_BUDGET_S,
+                     windows: int = MODEL_WINDOWS) -> list[list[float]]:
+    """Milliseconds of each call of each ``fn()`` in its quietest of ``windows`` windows (``budget_s`` per
+    function in all, after a warm-up of a tenth of it): the window with the lowest median. On a shared machine
+    another process's burst makes a window slower, never faster; a 60 us model was seen to read 60 or 90 us from
+    one 2 s window to the next. Several functions take their windows in turns (a, b, a, b, ...), each re-warmed
+    briefly, so that numbers that are compared (a plan and the dense model it is a fraction of) come from the
+    same spells: timed one after the other, minutes apart, they were seen to differ by 1.5x."""
+    runs: list[list[list[float]]] = [[] for _ in fns]
+    for i in range(windows):
+        for fn, times in zip(fns, runs):
+            times.append(adaptive_times(fn, budget_s / windows, warmup_s=budget_s / 10 if i == 0 else None))
+    return [min(times, key=lambda t: float(np.median(t))) for times in runs]
 
 
 def model_call_ms(fn: Callable[[], Any]) -> float:
     """Median ms of ``fn()``, a whole compiled model's call, timed as ``measure_model`` times one (for comparing
     a plan's prediction with its compiled artifact)."""
-    return summarize(quietest_window(fn), warmup=0)["median_ms"]
+    return models_call_ms([fn])[0]
+
+
+def models_call_ms(fns: Sequence[Callable[[], Any]]) -> list[float]:
+    """``model_call_ms`` of each of several models, timed in turns (``quietest_windows``)."""
+    return [summarize(times, warmup=0)["median_ms"] for times in quietest_windows(fns)]
 
 
 def runs_here(target: TargetLike) -> bool:
@@ -317,15 +330,31 @@ def runs_here(target: TargetLike) -> bool:
 
 class LocalMeasurer:
     """The default ``MeasureFn``: builds the graph for ``target`` through the normal path (``prepare_graph``,
-    ``build``) and times it on this machine. By default the VM's ``main`` is timed with inputs and weights already
-    on the device (a layer inside a model never crosses to the host); with ``host_io``, a ``Runner`` call with
-    numpy in and out is timed instead, as a user calls a whole compiled model (``sparsecc bench``), in the
-    quietest of ``MODEL_WINDOWS`` windows."""
+    ``build``) and times it on this machine, in the quietest of ``LAYER_WINDOWS`` windows. By default the VM's
+    ``main`` is timed with inputs and weights already on the device (a layer inside a model never crosses to the
+    host); with ``host_io``, a ``Runner`` call with numpy in and out is timed instead, as a user calls a whole
+    compiled model (``sparsecc bench``), in the quietest of ``MODEL_WINDOWS`` windows. ``time_many`` times
+    several graphs with their windows in turns."""
 
     def __init__(self, target: TargetLike, budget_s: float = 0.25, host_io: bool = False):
         self.target, self.budget_s, self.host_io = target, budget_s, host_io
 
     def __call__(self, graph: Graph, arrays: Sequence[np.ndarray]) -> list[float]:
+        return self.time_many([(graph, arrays)])[0]
+
+    def time_many(self, items: Sequence[tuple[Graph, Sequence[np.ndarray]]],
+                  built: Callable[[], Any] | None = None) -> list[list[float]]:
+        """Each ``(graph, arrays)``'s call times in its quietest window, the graphs' windows taken in turns
+        (``quietest_windows``); ``built()`` is called as each graph is built (the slow part)."""
+        calls = []
+        for graph, arrays in items:
+            calls.append(self._call(graph, arrays))
+            if built is not None:
+                built()
+        return quietest_windows(calls, self.budget_s, MODEL_WINDOWS if self.host_io else LAYER_WINDOWS)
+
+    def _call(self, graph: Graph, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
+        """One call of ``graph`` built for the target, on ``arrays``."""
         import tvm
         from tvm import relax
 
@@ -337,20 +366,29 @@ class LocalMeasurer:
         if self.host_io:
             runner = Runner(build(graph, self.target), [graph.types[i] for i in graph.inputs], graph.outputs,
                             {k: p.data for k, p in graph.params.items()}, device="cuda" if gpu else "cpu")
-            return quietest_window(lambda: runner(*arrays), self.budget_s)
+            return lambda: runner(*arrays)
         device = tvm.cuda(0) if gpu else tvm.cpu(0)
-        vm = relax.VirtualMachine(build(graph, self.target), device)
-        main = vm["main"]
+        main = relax.VirtualMachine(build(graph, self.target), device)["main"]
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), device) for a in arrays]
         args += [tvm.runtime.tensor(p.data, device) for p in graph.params.values()]
         if not gpu:
-            return adaptive_times(lambda: main(*args), self.budget_s)
+            return lambda: main(*args)
 
         def call_and_sync() -> None:  # GPU launches are asynchronous
             main(*args)
             device.sync()
 
-        return adaptive_times(call_and_sync, self.budget_s)
+        return call_and_sync
+
+
+def _stats(times: Sequence[float]) -> dict[str, Any]:
+    stats = summarize(times, warmup=0)
+    return {k: stats[k] for k in ("median_ms", "ci95_ms", "min_ms", "repeat")}
+
+
+def _layer_entry(stats: dict[str, Any], overhead_ms: float) -> dict[str, Any]:
+    """A layer's cache entry: its call's statistics and ``ms``, the median less the empty call (floored at 0)."""
+    return {**stats, "ms": max(stats["median_ms"] - overhead_ms, 0.0)}
 
 
 def local_device_name(target: TargetLike) -> str:
@@ -441,8 +479,7 @@ class LatencyTable:
                 f"cannot measure {name} layer latencies on this {host_arch()} machine: timing them needs "
                 f"{'an' if name[0] in 'aeiou' else 'a'} {name} device. Pass measure_fn= (e.g. timing over "
                 f"TVM RPC with backends.tvm.remote) and device=")
-        stats = summarize(times, warmup=0)
-        return {k: stats[k] for k in ("median_ms", "ci95_ms", "min_ms", "repeat")}
+        return _stats(times)
 
     def overhead_ms(self) -> float:
         """Median time of an empty call (a compiled graph that returns its input), measured once and cached."""
@@ -456,9 +493,7 @@ class LatencyTable:
         entry = self.entries.get(key.id)
         if entry is None:
             overhead = self.overhead_ms()
-            entry = self._time(*layer_graph(key))
-            entry["ms"] = max(entry["median_ms"] - overhead, 0.0)
-            self.entries[key.id] = entry
+            self.entries[key.id] = entry = _layer_entry(self._time(*layer_graph(key)), overhead)
             self._save()
         return entry["ms"]
 
@@ -468,16 +503,32 @@ class LatencyTable:
         minus the empty call; a custom ``measure_fn`` times however it times), cached under its structure (ops,
         attrs, shapes, encodings; not the weights' values), or under ``key`` when given: then ``graph`` may be a
         function making it, called only if not cached."""
-        if key is None:
-            if callable(graph):
-                raise ValueError("measure_model(graph_fn, ...) needs key=: the function is only called on a miss")
-            key = structure_id(graph, arrays)
-        key = "model:" + key
-        if key not in self.entries:
-            self.entries[key] = self._time(graph() if callable(graph) else graph, arrays, MODEL_BUDGET_S,
-                                           host_io=True)
+        return self.measure_models([(graph, key)], arrays)[0]
+
+    def measure_models(self, models: Sequence[tuple[Graph | Callable[[], Graph], str | None]],
+                       arrays: Sequence[np.ndarray]) -> list[float]:
+        """``measure_model`` of each ``(graph, key)``. If any one is not cached, all are timed again, in turns
+        where this machine times them (``quietest_windows``): the planner compares them (a plan's latency is
+        predicted from the dense model's and the fastest plan's), so they must come from the same spells."""
+        keys = []
+        for graph, key in models:
+            if key is None:
+                if callable(graph):
+                    raise ValueError("measure_model(graph_fn, ...) needs key=: the function is only called on a "
+                                     "miss")
+                key = structure_id(graph, arrays)
+            keys.append("model:" + key)
+        if any(k not in self.entries for k in keys):
+            graphs = [graph() if callable(graph) else graph for graph, _ in models]
+            if self.measure_fn is None and runs_here(self.target):
+                timed = LocalMeasurer(self.target, MODEL_BUDGET_S, host_io=True).time_many(
+                    [(g, arrays) for g in graphs])
+                self.entries.update({k: _stats(times) for k, times in zip(keys, timed)})
+            else:
+                self.entries.update({k: self._time(g, arrays, MODEL_BUDGET_S, host_io=True)
+                                     for k, g in zip(keys, graphs)})
             self._save()
-        return self.entries[key]["median_ms"]
+        return [self.entries[k]["median_ms"] for k in keys]
 
     def time_compiled(self, compiled: Any, arrays: Sequence[np.ndarray]) -> float | None:
         """Median ms of a compiled model's call where this table times: here as ``measure_model`` times (numpy in
@@ -503,10 +554,22 @@ class LatencyTable:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       disable=not progress or not todo, transient=True) as bar:
             task = bar.add_task("measuring layers", total=len(todo))
+            if todo and self.measure_fn is None and runs_here(self.target):
+                # built in groups, each group's layers timed in turns: their ratios come from the same spells
+                overhead = self.overhead_ms()
+                measurer = LocalMeasurer(self.target, self.budget_s)
+                for start in range(0, len(todo), LAYERS_IN_TURN):
+                    group = todo[start:start + LAYERS_IN_TURN]
+                    bar.update(task, description=f"building and timing {len(group)} layers")
+                    timed = measurer.time_many([layer_graph(k) for k in group], built=lambda: bar.advance(task))
+                    self.entries.update({key.id: _layer_entry(_stats(times), overhead)
+                                         for key, times in zip(group, timed)})
+                    self._save()
             for key in todo:
-                bar.update(task, description=f"measuring {key}")
-                self.measure(key)
-                bar.advance(task)
+                if key.id not in self.entries:
+                    bar.update(task, description=f"measuring {key}")
+                    self.measure(key)
+                    bar.advance(task)
         return {k: self.measure(k) for k in unique}
 
     def measure_graph(self, graph: Graph, symbols: Mapping[str, int],

@@ -82,8 +82,8 @@ def measure_latencies(graph: Graph, candidates: Mapping[str, Sequence[str]], exa
                       table: Any, calibration: Calibration | None = None, progress: bool = True) -> Latencies:
     """Times every (layer, candidate spec) at the shapes of ``example`` (one input set) with ``table`` (a
     ``LatencyTable`` for the target; cached on disk), then two whole models: dense, and every layer at its
-    fastest candidate (compressed with ``calibration`` where a spec needs it). Identical layers (same shape,
-    epilogue, candidate) are timed once."""
+    fastest candidate (compressed with ``calibration`` where a spec needs it), timed in turns. Identical layers
+    (same shape, epilogue, candidate) are timed once."""
     from sparsecc.backends.tvm.layer_latency import layer_keys, structure_id
     from sparsecc.passes.compress import compress, parse_spec
 
@@ -97,16 +97,15 @@ def measure_latencies(graph: Graph, candidates: Mapping[str, Sequence[str]], exa
     layers: dict[str, dict[str, float]] = {}
     for (node, spec), key in wanted.items():
         layers.setdefault(node, {})[spec] = ms[key]
-    latencies = Latencies(layers, table.measure_model(graph, example))
     usable = {node: {s: t for s, t in options.items()
                      if s == DENSE or calibration is not None or not parse_spec(s).needs_calibration()}
               for node, options in layers.items()}
     fastest = {node: min(options, key=options.get) for node, options in usable.items()}
     fastest = {node: spec for node, spec in fastest.items() if spec != DENSE}
-    if fastest:
-        name = f"{structure_id(graph, example)}:{json.dumps(fastest, sort_keys=True)}"
-        latencies.fastest = fastest
-        latencies.fastest_ms = table.measure_model(
-            lambda: compress(graph, {n: parse_spec(s) for n, s in fastest.items()}, calibration)[0], example,
-            key=hashlib.sha256(name.encode()).hexdigest()[:24])
-    return latencies
+    if not fastest:
+        return Latencies(layers, table.measure_model(graph, example))
+    name = f"{structure_id(graph, example)}:{json.dumps(fastest, sort_keys=True)}"
+    model_ms, fastest_ms = table.measure_models(
+        [(graph, None), (lambda: compress(graph, {n: parse_spec(s) for n, s in fastest.items()}, calibration)[0],
+                         hashlib.sha256(name.encode()).hexdigest()[:24])], example)
+    return Latencies(layers, model_ms, fastest_ms, fastest)
