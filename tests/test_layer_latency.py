@@ -209,3 +209,15 @@ def test_models_compared_are_timed_together_and_again_together(tmp_path, monkeyp
     assert calls == [2, 2]  # both again, together
     with pytest.raises(ValueError, match="needs key="):
         table.measure_models([(lambda: smaller, None)], [x])
+
+
+def test_layers_timed_in_turns_are_held_in_bounded_groups(monkeypatch):
+    """measure_many holds at most LAYERS_IN_TURN built layers, and BYTES_IN_TURN weight bytes, at once."""
+    from sparsecc.backends.tvm import layer_latency
+
+    keys = list(dict.fromkeys(layer_keys(small_net(), {"batch": 1}).values()))
+    assert len(keys) == 3  # conv, the gelu linear, the two identical linears
+    monkeypatch.setattr(layer_latency, "LAYERS_IN_TURN", 2)
+    assert [[k for k, _ in g] for g in layer_latency._groups_in_turn(keys)] == [keys[:2], keys[2:]]
+    monkeypatch.setattr(layer_latency, "BYTES_IN_TURN", 1)  # every layer alone, however small
+    assert [len(g) for g in layer_latency._groups_in_turn(keys)] == [1, 1, 1]

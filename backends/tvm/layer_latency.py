@@ -70,8 +70,8 @@ MODEL_WINDOWS = 5
 """Windows a whole model's timing is split into; the quietest one counts (``quietest_windows``)."""
 LAYER_WINDOWS = 3
 """The same for a layer (``budget_s`` in all)."""
-LAYERS_IN_TURN = 48
-"""Layers built and held at once to be timed in turns (``measure_many``)."""
+LAYERS_IN_TURN, BYTES_IN_TURN = 48, 1 << 29
+"""At most this many layers, and weight bytes, are built and held at once to be timed in turns (``measure_many``)."""
 BACKEND_DIR = Path(__file__).resolve().parent
 
 Frozen = tuple[tuple[str, Any], ...]
@@ -381,6 +381,23 @@ class LocalMeasurer:
         return call_and_sync
 
 
+def _groups_in_turn(keys: Sequence[LayerKey]) -> Iterable[list[tuple[LayerKey, tuple[Graph, list[np.ndarray]]]]]:
+    """``keys`` with their one-layer graphs, in groups of at most ``LAYERS_IN_TURN`` layers and ``BYTES_IN_TURN``
+    weight bytes (one group's layers are held built at once)."""
+    group: list[tuple[LayerKey, tuple[Graph, list[np.ndarray]]]] = []
+    held = 0
+    for key in keys:
+        graph = layer_graph(key)
+        size = sum(p.data.nbytes for p in graph[0].params.values())
+        if group and (len(group) == LAYERS_IN_TURN or held + size > BYTES_IN_TURN):
+            yield group
+            group, held = [], 0
+        group.append((key, graph))
+        held += size
+    if group:
+        yield group
+
+
 def _stats(times: Sequence[float]) -> dict[str, Any]:
     stats = summarize(times, warmup=0)
     return {k: stats[k] for k in ("median_ms", "ci95_ms", "min_ms", "repeat")}
@@ -514,8 +531,8 @@ class LatencyTable:
         for graph, key in models:
             if key is None:
                 if callable(graph):
-                    raise ValueError("measure_model(graph_fn, ...) needs key=: the function is only called on a "
-                                     "miss")
+                    raise ValueError("a model given as a function needs key=: the function is only called on "
+                                     "a miss")
                 key = structure_id(graph, arrays)
             keys.append("model:" + key)
         if any(k not in self.entries for k in keys):
@@ -558,12 +575,11 @@ class LatencyTable:
                 # built in groups, each group's layers timed in turns: their ratios come from the same spells
                 overhead = self.overhead_ms()
                 measurer = LocalMeasurer(self.target, self.budget_s)
-                for start in range(0, len(todo), LAYERS_IN_TURN):
-                    group = todo[start:start + LAYERS_IN_TURN]
-                    bar.update(task, description=f"building and timing {len(group)} layers")
-                    timed = measurer.time_many([layer_graph(k) for k in group], built=lambda: bar.advance(task))
+                for group in _groups_in_turn(todo):
+                    bar.update(task, description=f"building {len(group)} layers, then timing them in turns")
+                    timed = measurer.time_many([graph for _, graph in group], built=lambda: bar.advance(task))
                     self.entries.update({key.id: _layer_entry(_stats(times), overhead)
-                                         for key, times in zip(group, timed)})
+                                         for (key, _), times in zip(group, timed)})
                     self._save()
             for key in todo:
                 if key.id not in self.entries:
