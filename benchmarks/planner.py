@@ -17,8 +17,8 @@ Every plan is compressed with the pass, compiled, and evaluated through the depl
 rho, polarity accuracy (single 5-fold split, and the mean of 10 repeated splits), cosine to dense, as in
 ``benchmarks/quality.py``; digits: held-out accuracy) and its
 end-to-end latency measured at the planner's shapes (batch 1; numpy in and out; median over 2 s of calls after
-0.2 s of warm-up, as the planner times whole models) next to the plan's
-prediction. Also timed: ``analyze`` with a cold and a warm measurement cache (MiniLM, default settings), and the
+0.2 s of warm-up, as the planner times whole models), in turns with the dense model, next to the plan's
+prediction (in ms, and as a fraction of dense). Also timed: ``analyze`` with a cold and a warm measurement cache (MiniLM, default settings), and the
 layer ranking from two Hessian seeds (Spearman).
 """
 from __future__ import annotations

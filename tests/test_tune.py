@@ -124,3 +124,39 @@ def test_tune_over_tracker_names_a_missing_key(tracker_pool, capsys):
     argv = ["tune", "model.onnx", "--tracker", tracker_pool, "--key", "no-such-key"]
     assert main(argv) == 2
     assert "has no device registered under key 'no-such-key'" in capsys.readouterr().err
+
+
+def test_a_template_run_that_failed_is_tried_again():
+    """A template baseline whose timed run failed (an RPC run timed out on a busy machine) is run once more before
+    it counts as unmeasured: without a baseline no tuned candidate of that task could be kept."""
+    from concurrent.futures import Future
+
+    import tvm
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from sparsecc.backends.tvm import resolve_target
+    from sparsecc.backends.tvm.tuning import _measure_templates
+
+    a = te.placeholder((64,), "float32", name="a")
+    mod = tvm.IRModule({"main": te.create_prim_func([a, te.compute((64,), lambda i: a[i] + 1.0, name="b")])})
+
+    class Builder:
+        def build(self, inputs):
+            return [ms.builder.BuilderResult("unused.so", None) for _ in inputs]
+
+    class FlakyRunner:
+        calls = 0
+
+        def run(self, inputs):
+            FlakyRunner.calls += 1
+            futures = []
+            for _ in inputs:
+                f: Future = Future()
+                f.set_result(ms.runner.RunnerResult(None, "timeout") if self.calls == 1
+                             else ms.runner.RunnerResult([tvm.tirx.FloatImm("float64", 2e-6)], None))
+                futures.append(f)
+            return futures
+
+    assert _measure_templates([mod], resolve_target("x86"), Builder(), FlakyRunner()) == [pytest.approx(0.002)]
+    assert FlakyRunner.calls == 2

@@ -56,6 +56,9 @@ TUNED_ATTR = "sparsecc.tuning_record"
 MIN_SPEEDUP = 1.03
 """A tuned schedule replaces the template only if template_latency / tuned_latency >= this: two timings of the same
 kernel differ by a few percent between runs here, and a record that merely ties the template is not worth keeping."""
+TEMPLATE_TRIES = 2
+"""Runs of a template baseline before it counts as failed (``_measure_templates``): without a baseline no candidate
+of that task can be kept."""
 
 
 def target_key(target: TargetLike) -> str:
@@ -328,16 +331,15 @@ def _measure_templates(mods: list[Any], t: Any, builder: Any, runner: Any) -> li
         scheduled = [tvm.transform.Sequential(schedule_passes(t))(mod.clone()) for mod in mods]
     built = builder.build([ms.builder.BuilderInput(mod, t) for mod in scheduled])
     out: list[float | None] = [None] * len(mods)
-    inputs, where = [], []
-    for i, (mod, b) in enumerate(zip(scheduled, built)):
-        if b.error_msg is None:
-            inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu" if t.kind.name == "llvm" else t.kind.name,
-                                                ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
-            where.append(i)
-    for i, future in zip(where, runner.run(inputs)):
-        res = future.result()
-        if res.error_msg is None:
-            out[i] = _mean_ms(res.run_secs)
+    inputs = {i: ms.runner.RunnerInput(b.artifact_path, "cpu" if t.kind.name == "llvm" else t.kind.name,
+                                       ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
+              for i, (mod, b) in enumerate(zip(scheduled, built)) if b.error_msg is None}
+    for _ in range(TEMPLATE_TRIES):  # a run that failed is tried again: on a busy machine an RPC run can time out
+        todo = [i for i in inputs if out[i] is None]
+        for i, future in zip(todo, runner.run([inputs[i] for i in todo])):
+            res = future.result()
+            if res.error_msg is None:
+                out[i] = _mean_ms(res.run_secs)
     return out
 
 
