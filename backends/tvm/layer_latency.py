@@ -562,8 +562,8 @@ class LatencyTable:
         return summarize(times, warmup=0)["median_ms"]
 
     def measure_many(self, keys: Iterable[LayerKey], progress: bool = True) -> dict[LayerKey, float]:
-        """``measure`` for each distinct key (identical layers are timed once), with a progress bar over the
-        ones not cached yet."""
+        """``measure`` for each distinct key (identical layers are timed once; here, those not cached yet are timed
+        in turns), with a progress bar over the ones not cached yet."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         unique = list(dict.fromkeys(keys))
@@ -581,8 +581,8 @@ class LatencyTable:
                     self.entries.update({key.id: _layer_entry(_stats(times), overhead)
                                          for (key, _), times in zip(group, timed)})
                     self._save()
-            for key in todo:
-                if key.id not in self.entries:
+            else:  # a custom measure_fn (RPC) times one layer at a time
+                for key in todo:
                     bar.update(task, description=f"measuring {key}")
                     self.measure(key)
                     bar.advance(task)
