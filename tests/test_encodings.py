@@ -753,6 +753,144 @@ def test_w8a8_interpreter_is_integer_arithmetic():
     np.testing.assert_array_equal(run_graph(g, x)[0], want)
 
 
+def nm_w8a8_graph(o, k, lead, nm=(2, 4), bits=7, bias=True, act=None):
+    """One linear whose weight is N:M pruned by magnitude, its kept values int7 (or int8) per-channel codes (RTN),
+    with a static uint8 input grid of [-2, 2]: the N:M W8A8 encoding (``--compress 2:4+w7a8``)."""
+    from sparsecc.passes.compress import sparsify
+
+    g = w8a8_graph(o, k, lead, bias, act, bits)
+    w = np.random.default_rng(7).standard_normal((o, k)).astype(np.float32)  # w8a8_graph's weight
+    enc = sparsify.encode_nm(*sparsify.magnitude(w, *nm), *nm, QuantSpec(bits))
+    enc.activation = (4.0 / 255, 128)
+    E.store(g, "w", enc)
+    return g
+
+
+@pytest.mark.parametrize("o,k,lead,nm,bits,act", [
+    (64, 128, (3,), (2, 4), 7, None),            # rows not a multiple of the tile
+    (64, 96, (1,), (2, 4), 7, None),             # GEMV
+    (32, 64, ("batch", 16), (2, 4), 7, "gelu"),  # symbolic batch, fused epilogue
+    (32, 64, ("batch",), (1, 4), 7, "relu"),     # rows a bare symbol; 1:4, a window keeps 4
+    (32, 128, (8,), (4, 8), 7, None),            # 4:8
+    (32, 64, (8,), (1, 8), 7, None),             # a window would keep 2: not whole dot products, stays plain
+    (32, 72, (8,), (2, 4), 7, None),             # reduction not whole windows: plain
+    (20, 64, (5,), (2, 4), 7, None),             # rows not a multiple of 16: plain
+    (32, 64, (4,), (2, 4), 8, "gelu"),           # int8 codes: no input-picking kernel, plain
+])
+def test_nm_w8a8_kernel_matches_interpreter(o, k, lead, nm, bits, act):
+    """An N:M W8A8 linear gives the interpreter's result, packed for the kernel that picks each lane's inputs or
+    plain where it cannot take it (TVM's loops over the kept codes)."""
+    from tvm.target.codegen import llvm_get_system_cpu, target_has_features
+
+    from sparsecc.backends.tvm import compile_graph, prepare_graph, resolve_target
+
+    g = nm_w8a8_graph(o, k, lead, nm, bits, act=act)
+    assert g.params["w"].encoding.kind == f"{nm[0]}:{nm[1]}+w{bits}a8"
+    host = resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
+    packed = (bits == 7 and o % 16 == 0 and k % 16 == 0 and 16 * nm[0] // nm[1] % 4 == 0
+              and target_has_features("avx2", host))
+    prepared = prepare_graph(g, "x86")
+    assert ("layout" in prepared.params["w"].encoding.meta) == packed
+    x = np.random.default_rng(1).standard_normal(tuple(2 if d == "batch" else d for d in lead) + (k,)) \
+        .astype(np.float32)
+    assert rel(compile_graph(g)(x)[0], run_graph(g, x)[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("lead", [(128,), (1,)], ids=["gemm", "gemv"])
+def test_nm_w7a8_kernel_picks_inputs_with_vpshufb(lead):
+    """On AVX2 the 2:4 W7A8 kernel multiplies the kept codes only: each row's window of 16 inputs is picked per
+    output lane by one ``vpshufb`` (no byte-wise gather) and multiplied by ``vpmaddubsw``, in a scheduled
+    PrimFunc; where this CPU can run it, exactly the interpreter's integers (inputs at the grid's ends, codes at
+    +-63)."""
+    from tvm.target.codegen import llvm_get_system_cpu, target_has_features
+
+    from sparsecc.backends.tvm import build, compile_graph, lower_graph, prepare_graph, resolve_target
+
+    g = nm_w8a8_graph(32, 64, lead, bias=False)
+    enc = E.load(g, "w")
+    enc.values = np.where(np.random.default_rng(5).random(enc.values.shape) < 0.5, -63, 63).astype(np.int32)
+    E.store(g, "w", enc)
+    target = {"kind": "llvm", "mcpu": "haswell"}
+    prepared = prepare_graph(g, target)
+    mod = lower_graph(prepared, target)
+    assert any("nm_w7a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled") for gv, f in mod.functions.items())
+    ex = build(prepared, target)
+    asm = "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    assert "vpshufb" in asm and "vpmaddubsw" in asm and "vpinsrb" not in asm and "vpextrb" not in asm
+    if not target_has_features("avx2", resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})):
+        pytest.skip("this CPU has no AVX2")
+    x = np.where(np.random.default_rng(6).random(lead + (64,)) < 0.5, -3.0, 3.0).astype(np.float32)
+    want = run_graph(g, x)[0]
+    np.testing.assert_allclose(compile_graph(g, target)(x)[0], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_nm_w8a8_weight_stores_window_picks():
+    """Re-laid out for the CPU kernel, an N:M W8A8 weight keeps its codes ``OI16o4i`` over the kept columns and
+    stores, instead of in-group indices, each kept value's input within its window of 16, in the same layout;
+    ``load`` gives the logical codes and indices back."""
+    from sparsecc.backends.tvm.relayout import relayout_weights
+
+    g = nm_w8a8_graph(32, 64, (1,))
+    enc = E.load(g, "w")
+    packed = relayout_weights(g, {"kind": "llvm", "mcpu": "haswell"})
+    meta = packed.params["w"].encoding.meta
+    picks = packed.params[meta["indices"]].data
+    assert meta["layout"] == "OI16o4i" and packed.params["w"].data.shape == picks.shape == (2, 8, 16, 4)
+    # output 17, kept values 4-7 (step 1): groups 2 and 3 of the first window, i.e. inputs 8-15
+    np.testing.assert_array_equal(picks[1, 1, 1], [8, 8, 12, 12] + enc.indices[17, 4:8])
+    np.testing.assert_array_equal(packed.params["w"].data[1, 1, 1], enc.values[17, 4:8])
+    back = E.load(packed, "w")
+    np.testing.assert_array_equal(back.values, enc.values)
+    np.testing.assert_array_equal(back.indices, enc.indices)
+    np.testing.assert_array_equal(E.companion(packed, "w", "colsums"), enc.values.sum(1, keepdims=True))
+
+
+def test_nm_w8a8_interpreter_is_integer_arithmetic_over_the_kept_codes():
+    """The interpreter's N:M W8A8 linear is the W8A8 one on the codes scattered to their columns (zeros where
+    pruned)."""
+    g = nm_w8a8_graph(16, 32, (4,), bias=False)
+    x = np.random.default_rng(2).standard_normal((4, 32)).astype(np.float32)
+    enc = E.load(g, "w")
+    codes = np.zeros((16, 8, 4), np.int64)
+    np.put_along_axis(codes, enc.indices.reshape(16, 8, 2).astype(np.int64), enc.values.reshape(16, 8, 2), 2)
+    scale, zero = enc.activation
+    xq = np.clip(np.rint(x / np.float32(scale)) + zero, 0, 255) - zero
+    acc = (xq.astype(np.int64) @ codes.reshape(16, 32).T).astype(np.float32)
+    np.testing.assert_array_equal(run_graph(g, x)[0], acc * (np.float32(scale) * enc.scales.reshape(-1)))
+
+
+def test_nm_w8a8_is_for_linear_int8_or_int7_codes():
+    """``store`` names the problem instead of writing an N:M W8A8 weight no kernel reads (a convolution's, or int4
+    codes)."""
+    from sparsecc.passes.compress import sparsify
+
+    g = Graph()
+    name = g.add_param("w", np.ones((16, 4, 3, 3), np.float32))
+    w = np.random.default_rng(0).standard_normal((16, 36)).astype(np.float32)
+    enc = sparsify.encode_nm(*sparsify.magnitude(w, 2, 4), 2, 4, QuantSpec(7))
+    enc.shape, enc.activation = (16, 4, 3, 3), (4.0 / 255, 128)
+    with pytest.raises(ValueError, match=r"N:M W8A8 takes int8 or int7 codes of a linear weight, not 2:4\+w7a8 of "
+                                         r"shape \[16, 4, 3, 3\]"):
+        E.store(g, name, enc)
+
+
+@pytest.mark.parametrize("target", ["arm64", "cuda"])
+def test_nm_w7a8_linear_builds_for_other_targets(target):
+    """Without AVX2 the 2:4 W7A8 linear is the same integer compute over the kept codes on TVM's loops, its
+    weight plain (arm64: cross-compiled; CUDA: nvcc compiles the kernels)."""
+    from sparsecc.backends.tvm import build, export_cc, prepare_graph
+
+    tool = "nvcc" if target == "cuda" else export_cc("arm64")
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    prepared = prepare_graph(nm_w8a8_graph(64, 96, (4,), act="gelu"), target)
+    assert "layout" not in prepared.params["w"].encoding.meta
+    ex = build(prepared, target)
+    if target == "cuda":
+        from conftest import assert_cuda_compiles
+
+        assert_cuda_compiles(ex, "sm_80")
+
 def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True, bits=8):
     """One 2-D convolution + ReLU with int8 (int7: W7A8) per-channel codes (RTN) and a static uint8 input grid of
     [-2, 2]."""

@@ -342,9 +342,10 @@ def test_eligible_specs_need_calibration_for_w8a8(digits_graph, digits_calibrati
     without = eligible(digits_graph, weights, None)
     assert list(with_stats) == list(layer_nodes(digits_graph))
     assert all(specs[0] == DENSE for specs in with_stats.values())
-    assert all(s in with_stats[n] for s in ("w8a8", "w7a8") for n in ("linear", "linear_1"))
-    assert not any(s in specs for s in ("w8a8", "w7a8") for specs in without.values())
-    assert {n: [s for s in specs if s not in ("w8a8", "w7a8")] for n, specs in with_stats.items()} == without
+    integer = ("w8a8", "w7a8", "2:4+w7a8")  # the specs that quantize inputs: they need a layer's statistics
+    assert all(s in with_stats[n] for s in integer for n in ("linear", "linear_1"))
+    assert not any(s in specs for s in integer for specs in without.values())
+    assert {n: [s for s in specs if s not in integer] for n, specs in with_stats.items()} == without
     # the depthwise conv has no statistics (and no 2:4: its reduction is 9), the first conv no 2:4 either
     assert not any(s.startswith("2:4") for s in with_stats["convolution"] + with_stats["convolution_1"])
     assert "2:4" in with_stats["linear"]
@@ -356,13 +357,14 @@ def test_eligible_specs_need_calibration_for_w8a8(digits_graph, digits_calibrati
                                          ({"kind": "llvm", "mcpu": "znver4"}, False), ("arm64", False)],
                          ids=["avx2", "avx512-vnni", "arm64"])
 def test_w7a8_is_a_candidate_only_where_it_is_faster(target, kept):
-    """W7A8 enters the ladder only for x86 without VNNI, where vpmaddubsw runs it faster than W8A8; elsewhere it
-    costs what W8A8 costs and damages more."""
+    """W7A8 and 2:4 W7A8 enter the ladder only for x86 without VNNI, where vpmaddubsw runs them faster than W8A8
+    (and the N:M kernel skips the pruned weights); elsewhere they cost what W8A8 costs and damage more."""
     from sparsecc.planner.candidates import LADDER
     from sparsecc.planner.plan import for_target
 
     ladder = for_target(LADDER, target)
-    assert ("w7a8" in ladder) == kept and set(LADDER) - set(ladder) <= {"w7a8"} and "w8a8" in ladder
+    assert ("w7a8" in ladder) == kept and ("2:4+w7a8" in ladder) == kept
+    assert set(LADDER) - set(ladder) <= {"w7a8", "2:4+w7a8"} and "w8a8" in ladder and "2:4+int8" in ladder
 
 
 def test_candidate_damage(digits_graph, digits_batches, digits_calibration):

@@ -17,6 +17,7 @@ be done exactly raises ``UnsupportedOpError``.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -33,8 +34,8 @@ from sparsecc.ir.layouts import layout_block
 from sparsecc.ir.ops import OPS, REQUIRED
 
 from .kernels import (LANES, WeightFormat, batch_matmul, conv2d_direct, conv2d_packed, conv_patches, conv_w8a8,
-                      decode_packed, decode_weight, dense_encoded, dense_packed, dense_w4a8, dense_w8a8, input_offsets,
-                      quantize_input, unpad, vecmath)
+                      decode_packed, decode_weight, dense_encoded, dense_nm_w8a8, dense_packed, dense_w4a8, dense_w8a8,
+                      input_offsets, quantize_input, unpad, vecmath)
 
 LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -792,7 +793,8 @@ def _static_rows(x: relax.Expr) -> int:
 def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax.Expr | None) -> relax.Expr:
     """``linear`` on a compressed weight: on CPU (weights packed by ``relayout``) the kernel reads the encoding as
     stored, except N:M at ``DECODE_ROWS`` rows or more (decoded once per call, then the dense GEMM); elsewhere the
-    weight is decoded (``kernels.encoded``) and multiplied densely."""
+    weight is decoded (``kernels.encoded``) and multiplied densely. A W8A8 weight quantizes the input first; a
+    packed N:M one then multiplies its kept codes only (``dense_nm_w8a8``)."""
     fmt, companions = _encoded(cx, cx.node.inputs[1])
     if dtype_of(x) != "float32":
         raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
@@ -802,6 +804,13 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
         xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"], dtype="int16" if pairs else "uint8"),
                    x, name="quantize_input")
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
+        if fmt.nm is not None and fmt.lanes is not None:  # the kept codes only, inputs picked per lane
+            return cx.te(partial(dense_nm_w8a8, scale=act["scale"], zero=act["zero"], nm=fmt.nm, bits=fmt.bits),
+                         *args, name=f"dense_nm_w{fmt.bits}a8")
+        if fmt.nm is not None:  # plain: its codes decoded to dense ones, then TVM's loops (correct, not fast)
+            codes = cx.te(partial(decode_weight, fmt=dataclasses.replace(fmt, bits=None),
+                                  shape=[fmt.rows, fmt.reduction]), weight, companions[0], name="decode_codes")
+            args = [xq, codes, *companions[1:]] + ([bias] if bias is not None else [])
         if fmt.bits == 4 and fmt.lanes is not None:  # nibbles summed as stored, corrected per input row
             offsets = cx.te(input_offsets, xq, name="input_offsets", primfunc_attrs={"op_pattern": OPAQUE})
             return cx.te(partial(dense_w4a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), xq, offsets,

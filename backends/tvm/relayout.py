@@ -11,7 +11,7 @@ from sparsecc.ir import encodings
 from sparsecc.ir.graph import Encoding, Graph, Node, Param, TensorType
 from sparsecc.ir.layouts import blocked_layout, conv_layout, pack
 
-from .kernels.w8a8 import dot_product_width
+from .kernels.w8a8 import dot_product_width, picks_inputs
 from .targets import TargetLike, resolve_target
 
 LANES = 16
@@ -36,7 +36,8 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
     """A copy of ``graph`` whose float32 ``linear`` weights are packed ``OI16o`` on CPU targets, and the weights of
     convolutions with narrow outputs ``OIHW16o`` (``_pack_narrow_conv``).
 
-    Compressed weights (``sparsecc.ir.encodings``) are packed together with their companions (scales, indices).
+    Compressed weights (``sparsecc.ir.encodings``) are packed together with their companions (scales, indices);
+    an N:M W8A8 weight only where its kernel picks inputs (``w8a8.picks_inputs``), else it stays plain.
     A dense weight whose output count is not a multiple of the block (a 1000-class head) is padded with zero rows
     to the next multiple, and the padded outputs are sliced off (``_pad_outputs``). A weight is left alone when
     another op also reads it (tied embeddings), when it already has a layout, or when padding would add more than
@@ -54,8 +55,12 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
             continue
         name = node.inputs[1]
         if encodings.is_compressed(graph, name):
-            dot = dot_product_width(target, (graph.params[name].encoding.meta.get("quant") or {}).get("bits", 8))
-            if encodings.can_relayout(graph, name, LANES, dot) and len(users[name]) == 1:
+            meta = graph.params[name].encoding.meta
+            bits = (meta.get("quant") or {}).get("bits", 8)
+            dot = dot_product_width(target, bits)
+            integer_nm = "nm" in meta and "activation" in meta  # packed only for the kernel that picks inputs
+            if (encodings.can_relayout(graph, name, LANES, dot) and len(users[name]) == 1
+                    and (not integer_nm or picks_inputs(target, bits))):
                 encodings.relayout(graph, name, LANES, dot)
             continue
         if (not _plain_float32(graph, name, 2)

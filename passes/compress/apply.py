@@ -144,6 +144,8 @@ def _ineligible(graph: Graph, node: Node, name: str, users: dict[str, list[Node]
     k = int(np.prod(data.shape[1:]))
     if node.op == "conv" and spec.activations and spec.quant.bits == 4:
         return "W4A8 is for linear layers only (its kernel unpacks nibbles for linear dot products)"
+    if node.op == "conv" and spec.activations and spec.nm:
+        return "N:M W8A8 is for linear layers only (its kernel picks a linear's inputs)"
     if node.op == "conv" and spec.activations and (data.ndim != 4 or node.attrs.get("groups", 1) != 1 or k % 4):
         return (f"W8A8 convolutions: 2-D, ungrouped, Cin*kh*kw a multiple of 4 (the integer kernel's dot products); "
                 f"this one has weight {list(data.shape)}, groups {node.attrs.get('groups', 1)}")

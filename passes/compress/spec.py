@@ -10,13 +10,15 @@ Grammar (stages joined by ``+``, each optionally ``@method``)::
                                                              without VNNI multiplies 32 at a time (vpmaddubsw)
     w4a8                                                     the same with int4 weight codes (+-7) packed two per
                                                              byte: half W8A8's weight bytes (linear layers only)
+    2:4+w7a8 | N:M+w8a8                                      N:M sparsity of those integer weights (linear layers):
+                                                             the kernel multiplies the kept codes only
     2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
     lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
                                                              methods: svd, asvd (activation-aware)
     lrc:16                                                   rank-16 compensation of the other stages' error
                                                              methods: svd, eora (activation-aware)
 
-e.g. ``2:4+int4-g128``, ``2:4@sparsegpt+int8``, ``lowrank:0.4+int8``, ``int4-g128@rtn+lrc:32``. Without ``@``, a
+e.g. ``2:4+int4-g128``, ``2:4@sparsegpt+int8``, ``2:4+w7a8``, ``lowrank:0.4+int8``, ``int4-g128@rtn+lrc:32``. Without ``@``, a
 stage takes its data-aware method when calibration data is available (sparsegpt, gptq, asvd, eora) and its
 data-free one otherwise (magnitude, rtn, svd, svd).
 """
@@ -98,8 +100,9 @@ def parse_spec(text: str) -> CompressionSpec:
                             "int4-g128+lrc:16")
     activations = fields.get("quant") in INTEGER_SCHEMES
     if activations:
-        if len(fields) > 1:
-            raise SparseccError(f"compress {text!r}: {fields['quant']} does not compose with other stages yet")
+        if set(fields) - {"quant", "nm"} or ("nm" in fields and fields["quant"] == "w4a8"):
+            raise SparseccError(f"compress {text!r}: {fields['quant']} composes with N:M sparsity only (e.g. "
+                                "2:4+w7a8; not w4a8), not with other stages yet")
         fields["quant"] = QuantSpec(INTEGER_SCHEMES[fields["quant"]])
     return CompressionSpec(text, fields.get("quant"), fields.get("nm"), fields.get("lowrank"), fields.get("lrc"),
                            activations=activations, methods=tuple(methods))

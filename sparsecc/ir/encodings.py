@@ -27,6 +27,9 @@ convolution's zero padding is ``xq = zero``, i.e. ``x = 0``); the companion
 ``colsums`` ``[O, 1]`` int32 (``sum_k code``) lets an integer kernel subtract the zero point after its dot products.
 The int7 form ("W7A8") exists for x86 CPUs without VNNI: there AVX2's ``vpmaddubsw`` multiplies uint8 by int8 in
 pairs summed to int16, which saturates for int8 codes (2 x 255 x 128 > 32767) but never for int7 ones (2 x 255 x 63).
+A linear's int8 or int7 W8A8 weight may be N:M sparse too (``2:4+w7a8``): its codes are the kept values', the
+interpreter multiplies them scattered back to their columns (zeros elsewhere), and a kernel multiplies the kept
+ones only; re-laid out, its indices are stored as window picks (``window_picks``), one byte per kept value.
 The int4 form ("W4A8") halves the weight's bytes again for memory-bound linears (a GEMV): its kernel unpacks the
 nibbles to int8 codes per register tile and runs the same integer dot products. Re-laid out ``OI{b}o{d}i``, its
 codes are packed per block of ``b x d``: the block's first half in the low nibbles of its bytes, the second half in
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 
 COMPANIONS = ("indices", "scales", "zeros", "colsums")
 """``meta`` keys that name companion params."""
+PICK_WINDOW = 16
+"""An N:M W8A8 weight re-laid out for CPU stores, instead of its in-group indices, each kept value's input within
+its window of this many (``window_picks``): one ``vpshufb`` picks 16 bytes' worth."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,11 @@ class EncodedWeight:
 
     @property
     def kind(self) -> str:
+        parts = [f"{self.nm[0]}:{self.nm[1]}"] if self.nm else []
         if self.activation is not None:
-            return f"w{self.quant.bits if self.quant else 8}a8"
-        parts = ([f"{self.nm[0]}:{self.nm[1]}"] if self.nm else []) + ([self.quant.name] if self.quant else [])
+            parts.append(f"w{self.quant.bits if self.quant else 8}a8")
+        elif self.quant:
+            parts.append(self.quant.name)
         return "+".join(parts) or "dense"
 
     @property
@@ -125,12 +133,16 @@ class EncodedWeight:
 
     def dense(self) -> np.ndarray:
         """The float32 weight of logical shape ``shape`` this encoding stands for."""
-        values = self.stored_values()
+        return self.scatter(self.stored_values())
+
+    def scatter(self, values: np.ndarray) -> np.ndarray:
+        """``values`` ``[O, J]`` (stored values, or codes) at their places in the logical weight, zeros at the
+        places N:M dropped."""
         if self.nm is None:
             return values.reshape(self.shape)
         n, m = self.nm
         o, j = values.shape
-        w = np.zeros((o, j // n, m), np.float32)
+        w = np.zeros((o, j // n, m), values.dtype)
         np.put_along_axis(w, self.indices.reshape(o, j // n, n).astype(np.int64), values.reshape(o, j // n, n), 2)
         return w.reshape(self.shape)
 
@@ -147,6 +159,20 @@ class EncodedWeight:
 
 def index_bits(m: int) -> int:
     return 2 if m <= 4 else 4 if m <= 16 else 8
+
+
+def window_picks(indices: np.ndarray, n: int, m: int) -> np.ndarray:
+    """In-group indices ``[O, J]`` of an N:M weight as each kept value's input within its window of
+    ``PICK_WINDOW`` inputs (``picks_fit``): ``indices % m`` undoes it."""
+    group = np.arange(indices.shape[1]) % (PICK_WINDOW * n // m) // n  # the value's group within its window
+    return (group * m + indices).astype(np.uint8)
+
+
+def picks_fit(nm: tuple[int, int], reduction: int, dot: int = 4) -> bool:
+    """Whether an N:M W8A8 weight can be stored as window picks for dot products of ``dot`` kept values: ``m``
+    divides the window, a window keeps whole dot products, and the reduction is whole windows."""
+    n, m = nm
+    return PICK_WINDOW % m == 0 and PICK_WINDOW * n // m % dot == 0 and reduction % PICK_WINDOW == 0
 
 
 def nm_compress(w: np.ndarray, mask: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +199,7 @@ class W8A8:
 
         scale, self.zero = enc.activation
         self.scale = torch.tensor(scale, dtype=torch.float32)
-        self.codes = torch.from_numpy(enc.values.astype(np.float64)).reshape(enc.shape)
+        self.codes = torch.from_numpy(enc.scatter(enc.values.astype(np.float64)))
         self.out_scale = self.scale * torch.from_numpy(enc.scales.reshape(-1))
 
     def quantize(self, x: "torch.Tensor") -> "torch.Tensor":
@@ -232,10 +258,13 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
     else:
         data = data.astype(np.float32)
     if enc.activation is not None:
-        if enc.quant is None or not enc.quant.symmetric or enc.quant.group or enc.nm:
+        if enc.quant is None or not enc.quant.symmetric or enc.quant.group:
             raise ValueError(f"W8A8 takes int8 (or int7, int4) symmetric per-channel weights, not {enc.kind}")
         if enc.quant.bits == 4 and len(enc.shape) != 2:
             raise ValueError(f"W4A8 is for linear weights only, not a weight of shape {list(enc.shape)}")
+        if enc.nm and (enc.quant.bits == 4 or len(enc.shape) != 2):
+            raise ValueError(f"N:M W8A8 takes int8 or int7 codes of a linear weight, not {enc.kind} of shape "
+                             f"{list(enc.shape)}")
         meta["activation"] = {"scale": float(enc.activation[0]), "zero": int(enc.activation[1])}
         colsums = enc.values.astype(np.int32).sum(axis=1, keepdims=True).astype(np.int32)
         meta["colsums"] = graph.add_param(f"{name}.colsums", colsums)
@@ -283,10 +312,16 @@ def _to_layout(arr: np.ndarray, layout: str, words: bool) -> np.ndarray:
 
 
 def _bit_packed(meta: dict) -> dict[str, bool]:
-    """Which of a compressed weight's arrays (``"data"`` and companions) hold bit-packed fields."""
+    """Which of a compressed weight's arrays (``"data"`` and companions) hold bit-packed fields (re-laid out, an
+    N:M W8A8 weight's indices become window picks, one per byte)."""
     return {"data": (meta.get("quant") or {}).get("bits") == 4 and "activation" not in meta,
-            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8, "scales": False, "zeros": False,
-            "colsums": False}
+            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8 and not _picks(meta), "scales": False,
+            "zeros": False, "colsums": False}
+
+
+def _picks(meta: dict) -> bool:
+    """Whether the weight's indices are stored as window picks in its layout, once it has one (N:M W8A8)."""
+    return "nm" in meta and "activation" in meta
 
 
 def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
@@ -294,7 +329,11 @@ def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
     meta = graph.params[name].encoding.meta
     if key not in meta:
         return None
-    return _from_layout(graph.params[meta[key]].data, meta, data=False)
+    arr = graph.params[meta[key]].data
+    if key == "indices" and _picks(meta) and "layout" in meta:
+        m = meta["nm"][1]
+        return pack_bits(unpack(arr, meta["layout"]) % m, index_bits(m))
+    return _from_layout(arr, meta, data=False)
 
 
 def load(graph: "Graph", name: str) -> EncodedWeight:
@@ -332,14 +371,17 @@ def can_relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> bool:
     meta = param.encoding.meta
     arrays = {"data": param.data, **{k: graph.params[meta[k]].data for k in COMPANIONS if k in meta}}
     packed = _bit_packed(meta)
+    reduction = int(np.prod(meta["shape"][1:]))
     return "layout" not in meta and meta["shape"][0] % block == 0 and all(
         a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k]) and (
-        "activation" not in meta or int(np.prod(meta["shape"][1:])) % dot == 0)
+        "activation" not in meta or reduction % dot == 0) and (
+        not _picks(meta) or picks_fit(tuple(meta["nm"]), reduction, dot))
 
 
 def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
     """Stores compressed param ``name`` in ``cpu_layout`` and its companions in blocks of ``block`` rows (every
-    array is ``[O, ...]`` per row; bit-packed uint8 arrays become uint32 words first)."""
+    array is ``[O, ...]`` per row; bit-packed uint8 arrays become uint32 words first); an N:M W8A8 weight's
+    indices become window picks in the weight's own layout."""
     from sparsecc.ir.graph import Encoding, Param
 
     param = graph.params[name]
@@ -349,8 +391,12 @@ def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
     for key in COMPANIONS:
         if key in meta:
             c = meta[key]
-            graph.params[c] = Param(_to_layout(graph.params[c].data, companion_layout(layout), words[key]),
-                                    Encoding("dense", {"companion_of": name}))
+            if key == "indices" and _picks(meta):  # one pick per kept value, laid out like the codes
+                n, m = meta["nm"]
+                data = pack(window_picks(unpack_bits(graph.params[c].data, index_bits(m)), n, m), layout)
+            else:
+                data = _to_layout(graph.params[c].data, companion_layout(layout), words[key])
+            graph.params[c] = Param(data, Encoding("dense", {"companion_of": name}))
             graph.types[c] = graph.params[c].type
     if _nibble_blocks(meta):
         blocks = pack(unpack_bits(param.data, 4), layout)

@@ -27,11 +27,12 @@ from .refine import OutputDamage
 from .sensitivity import Trace
 
 LADDER = ("int8", "int4-g128", "int4-g64", "int4-g32", "2:4", "2:4+int8", "2:4+int4-g64",
-          "lowrank:0.5", "lowrank:0.25", "lowrank:0.5+int8@rtn", "lowrank:0.25+int8@rtn", "w8a8", "w7a8")
+          "lowrank:0.5", "lowrank:0.25", "lowrank:0.5+int8@rtn", "lowrank:0.25+int8@rtn", "w8a8", "w7a8",
+          "2:4+w7a8")
 """Candidate specs per compressible layer besides ``dense``: weight-only int8/int4 (group-wise), 2:4 alone and
-with int8/int4, two ranks of the low-rank ladder alone and with int8 factors, and W8A8 and W7A8 (when calibrated;
-``plan.for_target`` keeps W7A8 only for x86 without VNNI, where it is faster: elsewhere W8A8 costs the same and
-damages less).
+with int8/int4, two ranks of the low-rank ladder alone and with int8 factors, and W8A8, W7A8 and 2:4 W7A8 (when
+calibrated; ``plan.for_target`` keeps the W7A8 ones only for x86 without VNNI, where they are faster: elsewhere W8A8
+costs the same and damages less, and 2:4 W7A8 has no kernel that skips the pruned weights).
 Each takes its data-aware method (GPTQ, SparseGPT, activation-aware SVD) when the layer has statistics, except
 the factors' int8 (RTN: at 8 bits per channel GPTQ's gain is nil and it was most of the planner's time)."""
 DENSE = "dense"

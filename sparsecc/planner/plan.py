@@ -104,14 +104,15 @@ def make_plan(graph: Graph, batches: Sequence[Sequence[np.ndarray]], budget: Bud
 
 
 def for_target(ladder: tuple[str, ...], target: Any) -> tuple[str, ...]:
-    """``ladder`` without W7A8 where it cannot pay: it is faster than W8A8 only on x86 without VNNI
-    (``integer_scheme``); elsewhere it costs what W8A8 costs, damages more, and would only add compressing time."""
+    """``ladder`` without the W7A8 specs where they cannot pay: W7A8 is faster than W8A8 only on x86 without VNNI
+    (``integer_scheme``), the one target whose N:M W7A8 kernel also skips the pruned weights; elsewhere they cost
+    what W8A8 costs (or more), damage more, and would only add compressing time."""
     from sparsecc.backends.tvm import resolve_target
     from sparsecc.backends.tvm.kernels.w8a8 import integer_scheme
 
-    if "w7a8" not in ladder or integer_scheme(resolve_target(target)) == "w7a8":
+    if integer_scheme(resolve_target(target)) == "w7a8":
         return ladder
-    return tuple(s for s in ladder if s != "w7a8")
+    return tuple(s for s in ladder if "w7a8" not in s.split("+"))
 
 
 def analyze(graph: Graph, batches: Sequence[Sequence[np.ndarray]], target: Any = "x86",

@@ -6,7 +6,7 @@ name of the compute block, so a fused PrimFunc (kernel + elementwise epilogue) i
 
     encoded.py      linear on a compressed weight (int8/int4, N:M, both) read as stored; decode for the rest
     w8a8.py         linear / conv2d with a statically quantized uint8 input and int8 weights (int7, int4 too):
-                    VNNI / AVX2 dot products
+                    VNNI / AVX2 dot products; N:M int7 linears on their kept codes, inputs picked by vpshufb
     matmul.py       linear on a packed weight (layout OI16o) and batched matmul of activations: register-tiled
                     GEMM / streaming GEMV with the elementwise epilogue fused
     conv.py         direct NCHW conv2d (grouped/depthwise too), vectorised along the output width; on a weight
@@ -23,8 +23,8 @@ from .elementwise import Injective
 from . import vecmath
 from .reduction import RowReduction, WindowReduction
 from .matmul import LANES, RegisterTiledMatmul, batch_matmul, dense_packed
-from .w8a8 import (DotProductMatmul, PositionMajorPatches, RowOffsets, conv_patches, conv_w8a8, dense_w4a8,
-                   dense_w8a8, input_offsets, quantize_input, unpad)
+from .w8a8 import (DotProductMatmul, PositionMajorPatches, RowOffsets, conv_patches, conv_w8a8, dense_nm_w8a8,
+                   dense_w4a8, dense_w8a8, input_offsets, quantize_input, unpad)
 
 CPU_RULES = (DotProductMatmul(), PositionMajorPatches(), RowOffsets(), RegisterTiledMatmul(), DirectConv2D(),
              PackedConv2D(), WindowReduction(), RowReduction(), Injective())
@@ -33,5 +33,5 @@ CPU_RULES = (DotProductMatmul(), PositionMajorPatches(), RowOffsets(), RegisterT
 __all__ = ["CPU_RULES", "LANES", "DirectConv2D", "DotProductMatmul", "Injective", "PackedConv2D",
            "PositionMajorPatches", "RegisterTiledMatmul", "RowOffsets", "RowReduction", "WindowReduction",
            "WeightFormat", "batch_matmul", "conv2d_direct", "conv2d_packed", "conv_patches", "conv_w8a8",
-           "decode_packed", "decode_weight", "dense_encoded", "dense_packed", "dense_w4a8", "dense_w8a8",
+           "decode_packed", "decode_weight", "dense_encoded", "dense_nm_w8a8", "dense_packed", "dense_w4a8", "dense_w8a8",
            "input_offsets", "quantize_input", "unpad", "vecmath"]

@@ -140,7 +140,7 @@ def _nibble_mantissa(word: Any, at: int) -> Any:
     return tirx.reinterpret("float32", (moved & (0xF << MANTISSA_SHIFT)) | ONE_BITS)
 
 
-def _column(fmt: WeightFormat, indices: te.Tensor | None) -> Callable:
+def input_column(fmt: WeightFormat, indices: te.Tensor | None) -> Callable:
     """``column(o, j) -> (base, index)``: the input column stored column ``j`` multiplies is ``base + index``."""
     if fmt.nm is None:
         return lambda o, j: (j, None)
@@ -187,7 +187,7 @@ def _split(fmt: WeightFormat, companions: Sequence[te.Tensor]) -> tuple[Any, Any
 def _decoders(fmt: WeightFormat, w: te.Tensor, companions: Sequence[te.Tensor]) -> tuple[Callable, Callable]:
     """``value`` and ``column`` of a weight whose companions come in ``encodings.COMPANIONS`` order."""
     indices, scales, zeros = _split(fmt, companions)
-    return _value(fmt, w, scales, zeros), _column(fmt, indices)
+    return _value(fmt, w, scales, zeros), input_column(fmt, indices)
 
 
 def scaled_by_group(fmt: WeightFormat) -> bool:
@@ -214,7 +214,7 @@ def dense_encoded(x: te.Tensor, w: te.Tensor, *companions: te.Tensor, fmt: Weigh
         y = _int4_by_mantissa(x, w, *_split(fmt, companions)[1:], fmt=fmt)
     elif scaled_by_group(fmt):
         indices, scales, zeros = _split(fmt, companions)
-        code, column, scale = _code(fmt, w, zeros), _column(fmt, indices), row_reader(scales, fmt.lanes)
+        code, column, scale = _code(fmt, w, zeros), input_column(fmt, indices), row_reader(scales, fmt.lanes)
         group = fmt.group or fmt.columns
         gi = te.reduce_axis((0, group // p), name="gi")
         ji = te.reduce_axis((0, p), name="ji")
@@ -283,7 +283,8 @@ def _int4_by_mantissa(x: te.Tensor, w: te.Tensor, scales: te.Tensor, zeros: te.T
 
 
 def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape: Sequence[int]) -> te.Tensor:
-    """The dense float32 weight of logical ``shape`` (``[O, ...]``) an encoding stands for."""
+    """The dense float32 weight of logical ``shape`` (``[O, ...]``) an encoding stands for; for a format without
+    ``bits``, the stored array's own values in its dtype (an N:M W8A8 weight's integer codes)."""
     value, column = _decoders(fmt, w, companions)
     inner = list(shape[1:])
 
@@ -296,10 +297,11 @@ def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape
     if fmt.nm is None:
         return te.compute(tuple(shape), lambda o, *i: value(o, flat(i)), name="decode_weight")
     n, m = fmt.nm
+    zero = tirx.const(0, "float32" if fmt.bits else w.dtype)
 
     def element(o: Any, *i: Any) -> Any:
         k = flat(i)
-        out = tirx.const(0.0, "float32")
+        out = zero
         for t in range(n):
             j = (k // m) * n + t
             base, index = column(o, j)

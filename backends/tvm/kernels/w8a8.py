@@ -23,8 +23,13 @@ codes are packed two per byte (``encodings.pack_halves`` per ``OI16o4i`` block);
 register tile's nibbles once per reduction step for all its rows (one shift and two masks per 64) and multiplies
 them as int7 codes; the nibbles are the codes plus 8, which ``input_offsets`` corrects once per input row. It
 reads half W7A8's bytes: a 4096 x 4096 GEMV runs at about W7A8's time where that one is compute-bound, and at half
-of it where memory is the limit. Other targets, and AVX2 W8A8 convolutions, run the same compute with TVM's
-default loops (correct, not fast).
+of it where memory is the limit. An N:M W7A8 linear (``2:4+w7a8``) multiplies its kept codes only: its weight
+is packed ``OI16o4i`` over the kept columns, and beside it each kept code's input within its window of 16
+(``encodings.window_picks``); per register tile and reduction step, each row's window is one 16-byte load and the
+inputs of 8 outputs x 4 kept codes one ``vpshufb`` (``pick_inputs``, ``window_gather``), then one ``vpmaddubsw``
+as above. Half the multiplies of W7A8 for 2:4, plus one shuffle per 32: MiniLM's 384 -> 1536 GEMM at 128 rows
+ran 1.3-1.5x the W7A8 one. Other targets, AVX2 W8A8 convolutions and N:M weights the picks do not fit run the
+same compute with TVM's default loops (correct, not fast; an N:M weight's codes decoded to dense ones first).
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ from tvm import s_tir, te, tirx
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from sparsecc.ir.encodings import PICK_WINDOW
+
 from .encoded import row_reader
 from .matmul import tile_rows
 from .tiling import accumulator_budget, find_block, tile_write_back
@@ -44,6 +51,9 @@ W7A8_BLOCK = "sparsecc_dense_w7a8"
 """The same compute on int7 codes (``|code| <= 63``), which ``vpmaddubsw`` multiplies without saturating."""
 W4A8_BLOCK = "sparsecc_dense_w4a8"
 """The same compute on int4 codes, unpacked per register tile (``UNPACK_BLOCK``) and multiplied as int7 ones."""
+NM_BLOCKS = {8: "sparsecc_dense_nm_w8a8", 7: "sparsecc_dense_nm_w7a8"}
+"""The same compute over an N:M weight's kept codes, each times the input its index picks (``dense_nm_w8a8``)."""
+PICK_BLOCK = "sparsecc_pick_inputs"
 UNPACK_BLOCK = "sparsecc_unpack_int4"
 INPUT_OFFSET_BLOCK = "sparsecc_input_offsets"
 PATCHES_BLOCK = "sparsecc_conv_patches"
@@ -56,6 +66,8 @@ PATCH_LANES = 16
 
 BLOCKS, BLOCKS_GEMV = 2, 4
 """Register tile: ``tile_rows`` rows x blocks of 16 int32 accumulators (12-16 in flight hide vpdpbusd's latency)."""
+PICKED_ROWS = 4
+"""Rows of an N:M tile (x 8 outputs): each row keeps its input window and its picked inputs in registers."""
 
 
 def quantize_input(x: te.Tensor, *, scale: float, zero: int, dtype: str = "uint8") -> te.Tensor:
@@ -100,12 +112,16 @@ def input_offsets(xq: te.Tensor) -> te.Tensor:
                       name=INPUT_OFFSET_BLOCK)
 
 
-def _integer_sums(xq: te.Tensor, code: Any, rows: Any, name: str) -> te.Tensor:
-    """``acc[..., o] = sum_k xq[..., k] * code(o, k)`` in int32."""
-    *lead, k = xq.shape
-    r = te.reduce_axis((0, k), name="k")
+def _integer_sums(lead: list, columns: Any, operand: Any, code: Any, rows: Any, name: str) -> te.Tensor:
+    """``acc[..., o] = sum_r operand(lead, o, r) * code(o, r)`` over ``columns`` in int32."""
+    r = te.reduce_axis((0, columns), name="k")
     return te.compute((*lead, rows), lambda *i: te.sum(
-        xq[(*i[:-1], r)].astype("int32") * code(i[-1], r).astype("int32"), axis=r), name=name)
+        operand(i[:-1], i[-1], r).astype("int32") * code(i[-1], r).astype("int32"), axis=r), name=name)
+
+
+def _inputs(xq: te.Tensor) -> Any:
+    """The ``operand`` of ``_integer_sums`` for a dense weight: input ``r`` of the row, whatever the output."""
+    return lambda lead, o, r: xq[(*lead, r)]
 
 
 def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tensor, bias: te.Tensor | None = None,
@@ -122,7 +138,8 @@ def dense_w8a8(xq: te.Tensor, w: te.Tensor, scales: te.Tensor, colsums: te.Tenso
     else:
         rows = w.shape[0]
         code = lambda o, r: w[o, r]  # noqa: E731
-    acc = _integer_sums(xq, code, rows, {8: W8A8_BLOCK, 7: W7A8_BLOCK, 4: W4A8_BLOCK}[bits])
+    acc = _integer_sums(xq.shape[:-1], xq.shape[-1], _inputs(xq), code, rows,
+                        {8: W8A8_BLOCK, 7: W7A8_BLOCK, 4: W4A8_BLOCK}[bits])
     return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
 
 
@@ -133,10 +150,44 @@ def dense_w4a8(xq: te.Tensor, offsets: te.Tensor, w: te.Tensor, scales: te.Tenso
     operations fewer per 64 codes); then dequantized like ``dense_w8a8``."""
     nibbles = unpack_int4(w, lanes)
     dot = int(nibbles.shape[3])
-    sums = _integer_sums(xq, lambda o, r: nibbles[o // lanes, r // dot, o % lanes, r % dot],
-                         nibbles.shape[0] * lanes, W4A8_BLOCK)
+    sums = _integer_sums(xq.shape[:-1], xq.shape[-1], _inputs(xq),
+                         lambda o, r: nibbles[o // lanes, r // dot, o % lanes, r % dot], nibbles.shape[0] * lanes,
+                         W4A8_BLOCK)
     acc = te.compute(sums.shape, lambda *i: sums[i] + offsets[i[:-1]], name="add_offsets")
     return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
+
+
+def pick_inputs(xq: te.Tensor, picks: te.Tensor, nm: tuple[int, int]) -> te.Tensor:
+    """The input each kept weight of a re-laid-out N:M weight multiplies: ``[..., O/b, J/d, b, d]`` uint8, where
+    ``picks`` (``encodings.window_picks``, laid out like the codes) holds each kept weight's input within its
+    window of ``PICK_WINDOW``. ``DotProductMatmul`` computes it per register tile and reduction step, where every
+    row's window is one 16-byte load and its picks for 8 outputs x 4 kept weights one ``vpshufb``
+    (``window_gather``); ``& (PICK_WINDOW - 1)`` tells that pass the pick stays within the window."""
+    *lead, _ = xq.shape
+    blocks, steps, b, d = (int(s) for s in picks.shape)
+    per_window = PICK_WINDOW * nm[0] // nm[1] // d  # reduction steps per window
+    mask = tirx.const(PICK_WINDOW - 1, "uint8")
+
+    def pick(*i: Any) -> Any:
+        window = i[-3] // per_window
+        return xq[(*i[:-4], window * PICK_WINDOW + (picks[i[-4:]] & mask).astype("int32"))]
+
+    return te.compute((*lead, blocks, steps, b, d), pick, name=PICK_BLOCK)
+
+
+def dense_nm_w8a8(xq: te.Tensor, w: te.Tensor, picks: te.Tensor, scales: te.Tensor, colsums: te.Tensor,
+                  bias: te.Tensor | None = None, *, scale: float, zero: int, nm: tuple[int, int],
+                  bits: int) -> te.Tensor:
+    """W8A8 on a re-laid-out N:M weight: ``acc[..., o] = sum_j picked[..., o, j] * code[o, j]`` over the ``J`` kept
+    codes only (half the multiplies for 2:4), then dequantized like ``dense_w8a8`` (``colsums`` sum the kept codes).
+    ``w`` and ``picks`` are ``[O/b, J/d, b, d]`` (``pick_inputs``). A plain N:M W8A8 weight is decoded to dense
+    codes for ``dense_w8a8`` instead (``lower.py``)."""
+    *lead, _ = xq.shape
+    blocks, steps, b, d = (int(s) for s in w.shape)
+    picked = pick_inputs(xq, picks, nm)
+    acc = _integer_sums(lead, steps * d, lambda lead, o, r: picked[(*lead, o // b, r // d, o % b, r % d)],
+                        lambda o, r: w[o // b, r // d, o % b, r % d], blocks * b, NM_BLOCKS[bits])
+    return _dequantized(acc, -1, row_reader(colsums, b), row_reader(scales, b), bias, scale=scale, zero=zero)
 
 
 def _dequantized(acc: te.Tensor, channel_axis: int, colsum: Any, weight_scale: Any, bias: te.Tensor | None, *,
@@ -248,9 +299,11 @@ AVX2_INTRIN = "sparsecc_dot_8x2_avx2"
 packed int8 codes widened to int16 (exact: each pair sums to at most 2 x 255 x 128)."""
 AVX2_INTRIN_INT7 = "sparsecc_dot_8x4_avx2_int7"
 AVX2_INTRIN_INT7_PATCHES = "sparsecc_dot_8x4_avx2_int7_patches"
+AVX2_INTRIN_INT7_PICKED = "sparsecc_dot_8x4_avx2_int7_picked"
 """``vpmaddubsw`` then ``vpmaddwd`` by ones: 8 int32 accumulators += 4 broadcast bytes . 8 x 4 packed bytes, one
 side uint8 input codes and the other int7 weight codes (exact: a pair sums to at most 2 x 255 x 63 < 2^15). A
-linear broadcasts the input against its weight; a convolution its weight against ``k_minor`` patches."""
+linear broadcasts the input against its weight; a convolution its weight against ``k_minor`` patches; an N:M
+linear multiplies each lane's own 4 picked inputs (``pick_inputs``) by its 4 kept codes."""
 
 
 def dot_product_width(target: Target, bits: int = 8) -> int:
@@ -265,31 +318,42 @@ def dot_product_width(target: Target, bits: int = 8) -> int:
     return 4
 
 
+def picks_inputs(target: Target, bits: int) -> bool:
+    """Whether ``target`` has the N:M W8A8 kernel that picks each lane's inputs (``pick_inputs``): int7 codes on
+    x86 with AVX2 (``vpshufb``, ``vpmaddubsw``). Elsewhere an N:M W8A8 weight stays plain and runs TVM's default
+    loops (correct, not fast)."""
+    from tvm.target.codegen import target_has_features
+
+    return bits == 7 and target.kind.name == "llvm" and target_has_features("avx2", target)
+
+
 def integer_scheme(target: Target) -> str:
     """The integer ``--compress`` scheme that runs fastest on ``target``: ``w7a8`` on AVX2 without VNNI (its int7
     weights take ``vpmaddubsw``: 32 multiply-adds per instruction pair, ``vpmaddwd`` 16), else ``w8a8``."""
     return "w7a8" if dot_product_width(target, 8) == 2 else "w8a8"
 
 
-def _dot_desc(lanes: int, width: int, broadcast: str, packed: str, k_major: bool = False) -> "tirx.PrimFunc":
+def _dot_desc(lanes: int, width: int, broadcast: str, packed: str, k_major: bool = False,
+              paired: bool = False) -> "tirx.PrimFunc":
     """What an integer dot-product intrinsic computes: ``c[lanes] += a[width] . b``, int32 sums of ``a`` (dtype
-    ``broadcast``, the same ``width`` inputs for every lane) times ``b`` (dtype ``packed``), ``b`` stored
-    ``[width, lanes]`` if ``k_major`` else ``[lanes, width]``."""
+    ``broadcast``, the same ``width`` inputs for every lane; ``paired``: ``a[lanes, width]``, its own per lane)
+    times ``b`` (dtype ``packed``), ``b`` stored ``[width, lanes]`` if ``k_major`` else ``[lanes, width]``."""
     from tvm.script import tirx as T
 
     shape = (width, lanes) if k_major else (lanes, width)
+    a_shape = (lanes, width) if paired else (width,)
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((width,), broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
+    def desc(a: T.Buffer(a_shape, broadcast, offset_factor=1), b: T.Buffer(shape, packed, offset_factor=1),
              c: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:width], b[0:shape[0], 0:shape[1]])
+            T.reads(c[0:lanes], a[0:lanes, 0:width] if paired else a[0:width], b[0:shape[0], 0:shape[1]])
             T.writes(c[0:lanes])
             for i in T.serial(0, lanes):
                 for k in T.serial(0, width):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
+                        c[vi] = c[vi] + T.cast(a[vi, vk] if paired else a[vk], "int32") * T.cast(
                             b[vk, vi] if k_major else b[vi, vk], "int32")
 
     return desc
@@ -350,22 +414,25 @@ def _register_pmaddwd(name: str) -> None:
     TensorIntrin.register(name, _dot_desc(8, 2, "int16", "int8"), impl, override=True)
 
 
-def _register_maddubs(name: str, broadcast: str, packed: str) -> None:
+def _register_maddubs(name: str, broadcast: str, packed: str, paired: bool = False) -> None:
     """Registers ``name``: ``c[8] += a[4] . b[8, 4]``, ``a`` of dtype ``broadcast`` (as one 32-bit word), ``b`` of
     ``packed`` (one uint8, the other int7 codes in int8), as ``vpmaddubsw`` (uint8 x int8 products summed in pairs
     to int16; it takes its uint8 operand first) and ``vpmaddwd`` by ones (the pairs summed to int32). Only for int7
-    codes: int8 ones can overflow a pair's int16 sum, which saturates."""
+    codes: int8 ones can overflow a pair's int16 sum, which saturates. ``paired``: ``a[8, 4]``, 4 inputs of each
+    lane's own (an N:M weight's picked inputs), loaded as they are."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
+    a_shape = (8, 4) if paired else (4,)
+
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((4,), broadcast, offset_factor=1), b: T.Buffer((8, 4), packed, offset_factor=1),
+    def impl(a: T.Buffer(a_shape, broadcast, offset_factor=1), b: T.Buffer((8, 4), packed, offset_factor=1),
              c: T.Buffer((8,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.reads(c[0:8], a[0:8, 0:4] if paired else a[0:4], b[0:8, 0:4])
             T.writes(c[0:8])
-            a_x32 = T.meta_var(T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], broadcast + "x4"), dtype="int32"),
-                                                         8), dtype=broadcast + "x32"))
+            a_x32 = T.meta_var(a.vload([0, 0], broadcast + "x32") if paired else T.reinterpret(
+                T.broadcast(T.reinterpret(a.vload([0], broadcast + "x4"), dtype="int32"), 8), dtype=broadcast + "x32"))
             b_x32 = T.meta_var(b.vload([0, 0], packed + "x32"))
             pairs = T.meta_var(T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
                                                        *((a_x32, b_x32) if broadcast == "uint8" else (b_x32, a_x32)),
@@ -374,7 +441,7 @@ def _register_maddubs(name: str, broadcast: str, packed: str) -> None:
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16),
                 dtype="int32x8")
 
-    TensorIntrin.register(name, _dot_desc(8, 4, broadcast, packed), impl, override=True)
+    TensorIntrin.register(name, _dot_desc(8, 4, broadcast, packed, paired=paired), impl, override=True)
 
 
 _INTRINSICS: dict[str, Callable[[], None]] = {
@@ -384,12 +451,13 @@ _INTRINSICS: dict[str, Callable[[], None]] = {
     AVX2_INTRIN: partial(_register_pmaddwd, AVX2_INTRIN),
     AVX2_INTRIN_INT7: partial(_register_maddubs, AVX2_INTRIN_INT7, "uint8", "int8"),
     AVX2_INTRIN_INT7_PATCHES: partial(_register_maddubs, AVX2_INTRIN_INT7_PATCHES, "int8", "uint8"),
+    AVX2_INTRIN_INT7_PICKED: partial(_register_maddubs, AVX2_INTRIN_INT7_PICKED, "uint8", "int8", paired=True),
 }
 _registered: set[str] = set()
 
 
 def _registered_intrinsic(name: str) -> str:
-    """``name``, registered with TVM on its first use: parsing the TVMScript of all six took ~7 s of every process
+    """``name``, registered with TVM on its first use: parsing the TVMScript of all of them took ~7 s of every process
     that imported the kernels (most never tensorize one)."""
     if name not in _registered:
         _INTRINSICS[name]()
@@ -400,7 +468,8 @@ def _registered_intrinsic(name: str) -> str:
 class DotProductMatmul(dl.ScheduleRule):
     """Schedules a PrimFunc holding a ``W8A8_BLOCK`` / ``W7A8_BLOCK`` on a packed weight, or a ``W8A8_CONV_BLOCK``
     / ``W7A8_CONV_BLOCK``, for x86 with AVX-512 VNNI (``vpdpbusd``); for AVX2 without it, a ``W8A8_BLOCK`` on an
-    ``OI16o2i`` weight (``vpmaddwd``) and the W7A8 blocks (``vpmaddubsw``)."""
+    ``OI16o2i`` weight (``vpmaddwd``) and the W7A8 blocks (``vpmaddubsw``); with AVX2, an N:M W7A8 block on its
+    picked inputs (``vpshufb``, ``vpmaddubsw``)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         from tvm.target.codegen import target_has_features
@@ -408,17 +477,22 @@ class DotProductMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W4A8_BLOCK, W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
+        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W4A8_BLOCK, NM_BLOCKS[7], W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
         if block is None:
             return None
         name = sch.get(block).name_hint
         conv = name in (W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
-        narrow = name in (W7A8_BLOCK, W4A8_BLOCK, W7A8_CONV_BLOCK)
+        picked = name == NM_BLOCKS[7]
+        narrow = name in (W7A8_BLOCK, W4A8_BLOCK, NM_BLOCKS[7], W7A8_CONV_BLOCK)
         packed = sch.get(block).reads[1].source.shape  # the weight (linear) or the patches (conv)
         if len(packed) != (5 if conv else 4):
             return None
         dot = 4 if conv else int(packed[3])
-        if target_has_features("avx512vnni", target) and dot == 4:
+        if picked:  # each lane its own inputs: AVX2's vpshufb picks them, 16 bytes at a time (also with AVX-512)
+            if dot != 4 or not target_has_features("avx2", target):
+                return None
+            intrin, vector = AVX2_INTRIN_INT7_PICKED, 8
+        elif target_has_features("avx512vnni", target) and dot == 4:
             intrin = (VNNI_INTRIN_PATCHES_K_MINOR if narrow else VNNI_INTRIN_PATCHES) if conv else VNNI_INTRIN
             vector = 16
         elif not conv and dot == 2 and target_has_features("avx2", target):
@@ -430,11 +504,12 @@ class DotProductMatmul(dl.ScheduleRule):
         # the input's quantization is computed once, before the tiles (a quantization that is this function's
         # epilogue, feeding the next W8A8 layer, folds into the write-back like any other)
         quantize = find_block(sch, QUANTIZE_BLOCK)
+        unpack = find_block(sch, UNPACK_BLOCK, PICK_BLOCK)  # per register tile and step: nibbles, picked inputs
+        reader = unpack if picked else block  # the block that reads the quantized input
         if quantize is not None and not any(sch.get(p).name_hint == QUANTIZE_BLOCK
-                                            for p in sch.get_producers(block)):
+                                            for p in sch.get_producers(reader)):
             quantize = None
-        unpack = find_block(sch, UNPACK_BLOCK)
-        out = tile_write_back(sch, block, keep=(QUANTIZE_BLOCK,) * (quantize is not None) + (UNPACK_BLOCK,))
+        out = tile_write_back(sch, block, keep=(QUANTIZE_BLOCK,) * (quantize is not None) + (UNPACK_BLOCK, PICK_BLOCK))
         if out is None:
             return None
         if quantize is not None:
@@ -444,23 +519,30 @@ class DotProductMatmul(dl.ScheduleRule):
             sch.parallel(outer)
             sch.vectorize(inner)
         *outer, m, n = sch.get_loops(out)
-        rows, blocks = _tile(sch.get(m).extent, int(sch.get(n).extent) // 16, accumulator_budget(target, 16))
+        if picked:  # a row's picked inputs serve one vector of outputs: 4 x 8 ran 1.4x the 4 x 16 tile
+            rows, width = tile_rows(sch.get(m).extent, exact=True, budget=PICKED_ROWS), vector
+        else:
+            rows, blocks = _tile(sch.get(m).extent, int(sch.get(n).extent) // 16, accumulator_budget(target, 16))
+            width = blocks * 16
         mo, mi = sch.split(m, [None, rows])
-        no, ni = sch.split(n, [None, blocks * 16])
+        no, ni = sch.split(n, [None, width])
         sch.reorder(*outer, mo, no, mi, ni)
         sch.compute_at(block, no, preserve_unit_loops=True)
         *_, row, col, k = sch.get_loops(block)
         blk, lane = sch.split(col, [None, vector])
         ko, ki = sch.split(k, [None, dot])
         sch.reorder(ko, row, blk, lane, ki)
-        if unpack is not None:  # the tile's codes of this step, unpacked once for all its rows
+        if unpack is not None:  # this step's nibbles of the tile, or its rows' picked inputs, once per tile
             sch.compute_at(unpack, ko)
             loops = sch.get_loops(unpack)
             below = [sch.get(lp).same_as(sch.get(ko)) for lp in loops].index(True) + 1
-            *blocks, output, step = loops[below:]  # the tile's blocks (a unit loop is dropped), then one block
-            half, byte = sch.split(sch.fuse(output, step), [2, None])
-            sch.vectorize(byte)
-            sch.unroll(half)
+            *blocks, output, step = loops[below:]  # rows and blocks (unit loops are dropped), then one block
+            if picked:  # 8 outputs x 4 picks of one row: one vpshufb
+                sch.vectorize(sch.fuse(output, step))
+            else:
+                half, byte = sch.split(sch.fuse(output, step), [2, None])
+                sch.vectorize(byte)
+                sch.unroll(half)
             for b in blocks:
                 sch.unroll(b)
         sch.unroll(blk)

@@ -10,6 +10,8 @@ and ``r + V`` provably in ``[0, 16)``, and rewrites them:
   (one instruction instead of the compares and blends of a select chain: 2:4 + int4 GEMV ...);
 * float32 x 16 with AVX2 (8-lane ``vpermps``): the block's two halves loaded, each half of the result permuted
   from both and blended by bit 3 of its index (4 permutes, 2 blends; 2:4 GEMV on a Zen 3 ...);
+* uint8 x 32 on x86 with AVX2 (an N:M W7A8 weight's picked inputs, ``w8a8.pick_inputs``): the block loaded
+  into both halves of a vector, then one ``vpshufb``;
 * elsewhere: a select chain over the values ``V`` can take, each a broadcast scalar load (ARM).
 
 Both read only the block an in-bounds lane reads (the buffer's size is a multiple of 16, checked), so they are
@@ -74,6 +76,8 @@ def _rewrite(load: Any, permute: str | None, analyzer: Analyzer) -> tirx.PrimExp
             block = tirx.BufferLoad(buffer, [tirx.Ramp(start, 1, BLOCK)])
             return tirx.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512", block, lane_index)
         return _permute_halves(buffer, start, lane_index)
+    if permute and str(dtype) == "uint8x32":
+        return _shuffle_bytes(buffer, start, offset + tirx.Broadcast(tirx.const(int(r), lane_type), 2 * BLOCK))
     if hi - lo >= SELECT_MAX:
         return None
 
@@ -96,6 +100,14 @@ def _permute_halves(buffer: Any, start: tirx.PrimExpr, lane_index: tirx.PrimExpr
         low, high = (tirx.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", half, index) for half in halves)
         parts.append(tirx.Select(index < tirx.Broadcast(tirx.const(8, "int32"), 8), low, high))
     return tirx.Shuffle(parts, [tirx.const(i, "int32") for i in range(BLOCK)])
+
+
+def _shuffle_bytes(buffer: Any, start: tirx.PrimExpr, lane_index: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``buffer[start + lane_index]`` for 32 uint8 lanes with indices in ``[0, 16)``: the block loaded once into
+    both 128-bit halves, then one AVX2 ``vpshufb`` (which picks within each half by an index's low 4 bits)."""
+    block = tirx.BufferLoad(buffer, [tirx.Ramp(start, 1, BLOCK)])
+    both = tirx.Shuffle([block, block], [tirx.const(i % BLOCK, "int32") for i in range(2 * BLOCK)])
+    return tirx.call_llvm_pure_intrin("uint8x32", "llvm.x86.avx2.pshuf.b", both, tirx.Cast("int8x32", lane_index))
 
 
 @tvm.tirx.transform.prim_func_pass(opt_level=0, name="LowerWindowGathers")
