@@ -796,12 +796,13 @@ def test_nm_w8a8_kernel_matches_interpreter(o, k, lead, nm, bits, act):
     assert rel(compile_graph(g)(x)[0], run_graph(g, x)[0]) <= 1e-5
 
 
-@pytest.mark.parametrize("lead", [(128,), (1,)], ids=["gemm", "gemv"])
-def test_nm_w7a8_kernel_picks_inputs_with_vpshufb(lead):
+@pytest.mark.parametrize("lead,rows", [((128,), (128,)), ((1,), (1,)), (("batch", 16), (2, 16))],
+                         ids=["gemm", "gemv", "dynamic-batch"])
+def test_nm_w7a8_kernel_picks_inputs_with_vpshufb(lead, rows):
     """On AVX2 the 2:4 W7A8 kernel multiplies the kept codes only: each row's window of 16 inputs is picked per
-    output lane by one ``vpshufb`` (no byte-wise gather) and multiplied by ``vpmaddubsw``, in a scheduled
-    PrimFunc; where this CPU can run it, exactly the interpreter's integers (inputs at the grid's ends, codes at
-    +-63)."""
+    output lane by one ``vpshufb`` (no byte-wise gather, also for a symbolic row count) and multiplied by
+    ``vpmaddubsw``, in a scheduled PrimFunc; where this CPU can run it, exactly the interpreter's integers (inputs
+    at the grid's ends, codes at +-63)."""
     from tvm.target.codegen import llvm_get_system_cpu, target_has_features
 
     from sparsecc.backends.tvm import build, compile_graph, lower_graph, prepare_graph, resolve_target
@@ -819,7 +820,7 @@ def test_nm_w7a8_kernel_picks_inputs_with_vpshufb(lead):
     assert "vpshufb" in asm and "vpmaddubsw" in asm and "vpinsrb" not in asm and "vpextrb" not in asm
     if not target_has_features("avx2", resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})):
         pytest.skip("this CPU has no AVX2")
-    x = np.where(np.random.default_rng(6).random(lead + (64,)) < 0.5, -3.0, 3.0).astype(np.float32)
+    x = np.where(np.random.default_rng(6).random(rows + (64,)) < 0.5, -3.0, 3.0).astype(np.float32)
     want = run_graph(g, x)[0]
     np.testing.assert_allclose(compile_graph(g, target)(x)[0], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 

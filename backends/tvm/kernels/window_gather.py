@@ -54,8 +54,8 @@ def _rewrite(load: Any, permute: str | None, analyzer: Analyzer) -> tirx.PrimExp
         return None
     index = load.indices[0]
     size = buffer.shape[0]
-    if isinstance(index, (tirx.Ramp, tirx.Broadcast)) or not isinstance(size, tirx.IntImm) or int(size) % BLOCK:
-        return None
+    if isinstance(index, (tirx.Ramp, tirx.Broadcast)) or not analyzer.can_prove(tirx.floormod(size, BLOCK) == 0):
+        return None  # (a symbolic size too: a dynamic batch's rows x 384)
     invariant, variant = _split_invariant(index)
     if not invariant or not variant:
         return None
