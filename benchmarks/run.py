@@ -220,16 +220,17 @@ def plot(doc: dict, path: Path) -> None:
 
     runtimes = [rt for rt in RUNTIMES if rt != "pytorch_eager"]
     names = [wl["workload"] for wl in doc["workloads"]]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(11.5, 4.5))
     width = 0.8 / len(runtimes)
+    colors = plt.get_cmap("tab20").colors  # one per runtime: tab10's ten repeat past ten runtimes
     for i, rt in enumerate(runtimes):
         vals = [wl["runtimes"].get(rt, {}).get("ratio_vs_eager", np.nan) for wl in doc["workloads"]]
-        ax.bar(np.arange(len(names)) + i * width, vals, width, label=rt)
+        ax.bar(np.arange(len(names)) + i * width, vals, width, label=rt, color=colors[i % len(colors)])
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=15)
     ax.set_ylabel("latency / PyTorch eager (log, lower is faster)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -281,6 +281,34 @@ def test_rank_for_energy_boundaries(layer_data):
             rank_for_energy(w, bad)
 
 
+def test_sparsegpt_is_remembered_and_returns_copies(tmp_path, monkeypatch):
+    """SparseGPT (alone and joint with quantization) is remembered by content like GPTQ: the planner prunes every
+    layer's ``2:4+w7a8`` candidate, and the final compile the same layers again. A repeat call does not sweep
+    again, gives the same result, and hands out a copy (changing it changes no later result); other quantization
+    is another entry."""
+    import collections
+
+    from sparsecc.passes.compress import memo, sparsify
+
+    monkeypatch.setenv("SPARSECC_CACHE", str(tmp_path))
+    monkeypatch.setattr(memo, "_CACHE", collections.OrderedDict())
+    sweeps = []
+    sweep = sparsify._sparsegpt_sweep
+    monkeypatch.setattr(sparsify, "_sparsegpt_sweep", lambda *a: sweeps.append(1) or sweep(*a))
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 32)).astype(np.float32)
+    x = rng.standard_normal((64, 32))
+    gram = x.T @ x
+    first = sparsify.sparsegpt_quant(w, 2, 4, gram, QuantSpec(7))
+    first.values[:] = 0
+    again = sparsify.sparsegpt_quant(w, 2, 4, gram, QuantSpec(7))
+    assert len(sweeps) == 1 and np.abs(again.values).max() == 63
+    sparsify.sparsegpt_quant(w, 2, 4, gram, QuantSpec(8))
+    pruned, mask = sparsify.sparsegpt(w, 2, 4, gram)
+    np.testing.assert_array_equal(sparsify.sparsegpt(w, 2, 4, gram)[0], pruned)
+    assert len(sweeps) == 3 and mask.sum() == w.size // 2
+
+
 def test_memo_persists_to_disk_and_recomputes_a_corrupt_entry(tmp_path, monkeypatch):
     """``remembered`` also stores its entries under ``$SPARSECC_CACHE/memo``: a new process (an empty memory memo)
     reads one back instead of recomputing; other contents or arguments are other entries; a corrupt entry is

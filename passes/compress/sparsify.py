@@ -3,11 +3,13 @@
 Alistarh 2023), which also updates the kept weights to compensate the pruned ones and can quantize them jointly."""
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
 import torch
 
+from sparsecc.passes.compress.memo import remembered
 from sparsecc.passes.compress.quantize import LazyGrid, check_gram, hessian_factor, obs_sweep, quantize_on, rtn
 from sparsecc.ir.encodings import EncodedWeight, QuantSpec, nm_compress
 
@@ -69,8 +71,10 @@ def _sparsegpt_sweep(w: np.ndarray, n: int, m: int, gram: np.ndarray, damp: floa
 
 def sparsegpt(w: np.ndarray, n: int, m: int, gram: np.ndarray, damp: float = 0.01,
               block: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """SparseGPT N:M pruning: the mask and the updated weights (pruned entries exactly 0)."""
-    return _sparsegpt_sweep(w, n, m, gram, damp, block, None)
+    """SparseGPT N:M pruning: the mask and the updated weights (pruned entries exactly 0). (Remembered by content,
+    like ``quantize.gptq``: the planner and the final compile prune the same layers; a copy is returned.)"""
+    return copy.deepcopy(remembered("sparsegpt", (w, gram), lambda: _sparsegpt_sweep(w, n, m, gram, damp, block, None),
+                                    n, m, damp, block))
 
 
 def sparsegpt_quant(w: np.ndarray, n: int, m: int, gram: np.ndarray, quant: QuantSpec, damp: float = 0.01,
@@ -78,7 +82,15 @@ def sparsegpt_quant(w: np.ndarray, n: int, m: int, gram: np.ndarray, quant: Quan
     """SparseGPT's joint N:M pruning and quantization in one sweep: every column is pruned, its kept entries are
     quantized, and the total error is compensated on the later columns. The quantization groups run along the
     ``J = K * n / m`` stored columns, so a group of ``quant.group`` stored values spans ``group * m / n`` columns;
-    its grid is fitted to the current weights of those columns (pruned ones included) when the sweep reaches it."""
+    its grid is fitted to the current weights of those columns (pruned ones included) when the sweep reaches it.
+    (Remembered by content, like ``sparsegpt``.)"""
+    return copy.deepcopy(remembered("sparsegpt_quant", (w, gram),
+                                    lambda: _sparsegpt_quant(w, n, m, gram, quant, damp, block), n, m, quant, damp,
+                                    block))
+
+
+def _sparsegpt_quant(w: np.ndarray, n: int, m: int, gram: np.ndarray, quant: QuantSpec, damp: float,
+                     block: int) -> EncodedWeight:
     check_nm(w.shape, n, m)
     o, k = w.shape
     groups = quant.groups(k * n // m)

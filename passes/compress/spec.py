@@ -18,9 +18,9 @@ Grammar (stages joined by ``+``, each optionally ``@method``)::
     lrc:16                                                   rank-16 compensation of the other stages' error
                                                              methods: svd, eora (activation-aware)
 
-e.g. ``2:4+int4-g128``, ``2:4@sparsegpt+int8``, ``2:4+w7a8``, ``lowrank:0.4+int8``, ``int4-g128@rtn+lrc:32``. Without ``@``, a
-stage takes its data-aware method when calibration data is available (sparsegpt, gptq, asvd, eora) and its
-data-free one otherwise (magnitude, rtn, svd, svd).
+e.g. ``2:4+int4-g128``, ``2:4@sparsegpt+int8``, ``2:4+w7a8``, ``lowrank:0.4+int8``, ``int4-g128@rtn+lrc:32``.
+Without ``@``, a stage takes its data-aware method when calibration data is available (sparsegpt, gptq, asvd, eora)
+and its data-free one otherwise (magnitude, rtn, svd, svd).
 """
 from __future__ import annotations
 
@@ -100,9 +100,12 @@ def parse_spec(text: str) -> CompressionSpec:
                             "int4-g128+lrc:16")
     activations = fields.get("quant") in INTEGER_SCHEMES
     if activations:
-        if set(fields) - {"quant", "nm"} or ("nm" in fields and fields["quant"] == "w4a8"):
-            raise SparseccError(f"compress {text!r}: {fields['quant']} composes with N:M sparsity only (e.g. "
-                                "2:4+w7a8; not w4a8), not with other stages yet")
+        scheme = fields["quant"]
+        if scheme == "w4a8" and len(fields) > 1:
+            raise SparseccError(f"compress {text!r}: w4a8 does not compose with other stages yet")
+        if set(fields) - {"quant", "nm"}:
+            raise SparseccError(f"compress {text!r}: {scheme} composes with N:M sparsity only (e.g. 2:4+{scheme}), "
+                                "not with other stages yet")
         fields["quant"] = QuantSpec(INTEGER_SCHEMES[fields["quant"]])
     return CompressionSpec(text, fields.get("quant"), fields.get("nm"), fields.get("lowrank"), fields.get("lrc"),
                            activations=activations, methods=tuple(methods))

@@ -33,5 +33,5 @@ CPU_RULES = (DotProductMatmul(), PositionMajorPatches(), RowOffsets(), RegisterT
 __all__ = ["CPU_RULES", "LANES", "DirectConv2D", "DotProductMatmul", "Injective", "PackedConv2D",
            "PositionMajorPatches", "RegisterTiledMatmul", "RowOffsets", "RowReduction", "WindowReduction",
            "WeightFormat", "batch_matmul", "conv2d_direct", "conv2d_packed", "conv_patches", "conv_w8a8",
-           "decode_packed", "decode_weight", "dense_encoded", "dense_nm_w8a8", "dense_packed", "dense_w4a8", "dense_w8a8",
-           "input_offsets", "quantize_input", "unpad", "vecmath"]
+           "decode_packed", "decode_weight", "dense_encoded", "dense_nm_w8a8", "dense_packed", "dense_w4a8",
+           "dense_w8a8", "input_offsets", "quantize_input", "unpad", "vecmath"]
