@@ -58,9 +58,8 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
             meta = graph.params[name].encoding.meta
             bits = (meta.get("quant") or {}).get("bits", 8)
             dot = dot_product_width(target, bits)
-            integer_nm = "nm" in meta and "activation" in meta  # packed only for the kernel that picks inputs
             if (encodings.can_relayout(graph, name, LANES, dot) and len(users[name]) == 1
-                    and (not integer_nm or picks_inputs(target, bits))):
+                    and (not encodings.stores_picks(meta) or picks_inputs(target, bits))):  # only for that kernel
                 encodings.relayout(graph, name, LANES, dot)
             continue
         if (not _plain_float32(graph, name, 2)

@@ -336,6 +336,8 @@ def _measure_templates(mods: list[Any], t: Any, builder: Any, runner: Any) -> li
               for i, (mod, b) in enumerate(zip(scheduled, built)) if b.error_msg is None}
     for _ in range(TEMPLATE_TRIES):  # a run that failed is tried again: on a busy machine an RPC run can time out
         todo = [i for i in inputs if out[i] is None]
+        if not todo:
+            break
         for i, future in zip(todo, runner.run([inputs[i] for i in todo])):
             res = future.result()
             if res.error_msg is None:

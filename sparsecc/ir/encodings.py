@@ -315,11 +315,11 @@ def _bit_packed(meta: dict) -> dict[str, bool]:
     """Which of a compressed weight's arrays (``"data"`` and companions) hold bit-packed fields (re-laid out, an
     N:M W8A8 weight's indices become window picks, one per byte)."""
     return {"data": (meta.get("quant") or {}).get("bits") == 4 and "activation" not in meta,
-            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8 and not _picks(meta), "scales": False,
+            "indices": "nm" in meta and index_bits(meta["nm"][1]) < 8 and not stores_picks(meta), "scales": False,
             "zeros": False, "colsums": False}
 
 
-def _picks(meta: dict) -> bool:
+def stores_picks(meta: dict) -> bool:
     """Whether the weight's indices are stored as window picks in its layout, once it has one (N:M W8A8)."""
     return "nm" in meta and "activation" in meta
 
@@ -330,7 +330,7 @@ def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
     if key not in meta:
         return None
     arr = graph.params[meta[key]].data
-    if key == "indices" and _picks(meta) and "layout" in meta:
+    if key == "indices" and stores_picks(meta) and "layout" in meta:
         m = meta["nm"][1]
         return pack_bits(unpack(arr, meta["layout"]) % m, index_bits(m))
     return _from_layout(arr, meta, data=False)
@@ -375,7 +375,7 @@ def can_relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> bool:
     return "layout" not in meta and meta["shape"][0] % block == 0 and all(
         a.shape[1] % 4 == 0 for k, a in arrays.items() if packed[k]) and (
         "activation" not in meta or reduction % dot == 0) and (
-        not _picks(meta) or picks_fit(tuple(meta["nm"]), reduction, dot))
+        not stores_picks(meta) or picks_fit(tuple(meta["nm"]), reduction, dot))
 
 
 def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
@@ -391,7 +391,7 @@ def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
     for key in COMPANIONS:
         if key in meta:
             c = meta[key]
-            if key == "indices" and _picks(meta):  # one pick per kept value, laid out like the codes
+            if key == "indices" and stores_picks(meta):  # one pick per kept value, laid out like the codes
                 n, m = meta["nm"]
                 data = pack(window_picks(unpack_bits(graph.params[c].data, index_bits(m)), n, m), layout)
             else:

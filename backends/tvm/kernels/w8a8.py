@@ -489,7 +489,7 @@ class DotProductMatmul(dl.ScheduleRule):
             return None
         dot = 4 if conv else int(packed[3])
         if picked:  # each lane its own inputs: AVX2's vpshufb picks them, 16 bytes at a time (also with AVX-512)
-            if dot != 4 or not target_has_features("avx2", target):
+            if dot != 4 or not picks_inputs(target, 7):
                 return None
             intrin, vector = AVX2_INTRIN_INT7_PICKED, 8
         elif target_has_features("avx512vnni", target) and dot == 4:
