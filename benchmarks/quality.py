@@ -38,7 +38,7 @@ from sparsecc.bench import host_cpu
 from .run import RESULTS
 
 ENCODINGS = ["dense", "int8@rtn", "int8@gptq", "w8a8", "w7a8", "w4a8", "int4-g128@rtn", "int4-g128@gptq", "int4@rtn",
-             "2:4@magnitude", "2:4@wanda", "2:4@sparsegpt", "2:4+int8", "2:4+int4-g64", "2:4+w7a8",
+             "2:4@magnitude", "2:4@wanda", "2:4@sparsegpt", "2:4+int8", "2:4+int4-g64", "2:4+w7a8", "2:4+w4a8",
              "lowrank:0.5@svd", "lowrank:0.5@asvd", "int4-g128@rtn+lrc:16@svd", "int4-g128@rtn+lrc:16@eora"]
 """Spec strings as ``sparsecc.compile(compress=...)`` takes them; stages without ``@`` take their data-aware
 method (calibration is always given), so ``2:4+int8`` is joint SparseGPT+GPTQ."""

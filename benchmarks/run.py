@@ -166,7 +166,8 @@ def gemv_bandwidth(seconds: float, min_repeat: int) -> dict:
 
 
 GEMV_ENCODINGS = ("int8@rtn", "int4-g128@rtn", "int4@rtn", "2:4@magnitude", "2:4@magnitude+int8@rtn",
-                  "2:4@magnitude+int4-g64@rtn", "w8a8@rtn", "w7a8@rtn", "w4a8@rtn", "2:4@magnitude+w7a8@rtn")
+                  "2:4@magnitude+int4-g64@rtn", "w8a8@rtn", "w7a8@rtn", "w4a8@rtn", "2:4@magnitude+w7a8@rtn",
+                  "2:4@magnitude+w4a8@rtn")
 """Encodings timed on the 4096x4096 GEMV (data-free methods: the values do not change the speed; w8a8 takes its
 input grid from the one calibration vector)."""
 

@@ -106,7 +106,7 @@ RUNTIMES: dict[str, Callable[[Workload, Path], Run]] = {
     "tvm_default": tvm_default,
     "sparsecc": sparsecc_x86,
     **{f"sparsecc_{spec}": partial(sparsecc_x86, compress=spec)
-       for spec in ("int8", "2:4+int8", "w8a8", "w7a8", "w4a8", "2:4+w7a8")},
+       for spec in ("int8", "2:4+int8", "w8a8", "w7a8", "w4a8", "2:4+w7a8", "2:4+w4a8")},
 }
 
 

@@ -297,9 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights, inputs quantized statically to uint8 from --calib: integer dot products), w7a8 "
                         "(the same with int7 weights, whose integer GEMMs run 1.4x faster on x86 without VNNI) or "
                         "w4a8 (int4 weights, half the bytes, linear layers only: for memory-bound batch-1 linears), "
-                        "N:M with w7a8 or w8a8 (2:4+w7a8: linears multiply their kept int7 codes only, fast on x86 "
-                        "with AVX2); a "
-                        "stage may name its method with @: int4@gptq, 2:4@wanda, lowrank@asvd, lrc:16@eora. Without "
+                        "N:M with w7a8, w4a8 or w8a8 (2:4+w7a8: linears multiply their kept int7 codes only, fast "
+                        "on x86 with AVX2; 2:4+w4a8: the same at W4A8's bytes, for memory-bound linears); a stage "
+                        "may name its method with @: int4@gptq, 2:4@wanda, lowrank@asvd, lrc:16@eora. Without "
                         "--calib the data-free methods are used (rtn, magnitude, svd). 'auto': a plan per layer under "
                         "--budget, from Hessian sensitivity and latency measured on the target (needs --calib)")
     p.add_argument("--budget", default=None, metavar="latency=F|size=F",

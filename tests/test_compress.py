@@ -59,6 +59,7 @@ def rel(out, ref):
     ("w7a8@rtn", QuantSpec(7), None, None, None, (("quant", "rtn"),)),
     ("w4a8@gptq", QuantSpec(4), None, None, None, (("quant", "gptq"),)),
     ("2:4+w7a8", QuantSpec(7), (2, 4), None, None, ()),
+    ("2:4@sparsegpt+w4a8@gptq", QuantSpec(4), (2, 4), None, None, (("nm", "sparsegpt"), ("quant", "gptq"))),
     ("4:8@sparsegpt+w8a8", QuantSpec(8), (4, 8), None, None, (("nm", "sparsegpt"),)),
 ])
 def test_parse_spec_accepts_grammar(text, quant, nm, lowrank, lrc, methods):
@@ -101,7 +102,7 @@ def test_spec_method_defaults():
     ("int8@", "names no method"),
     ("w8a8+lowrank", "w8a8 composes with N:M sparsity only"),
     ("w7a8+lrc:4", "w7a8 composes with N:M sparsity only"),
-    ("2:4+w4a8", "w4a8 does not compose with other stages"),
+    ("w4a8+lowrank:0.5", "w4a8 composes with N:M sparsity only"),
 ])
 def test_parse_spec_rejects_bad_strings(text, match):
     """A bad spec is a SparseccError whose message quotes the spec and names the offending stage."""

@@ -774,8 +774,13 @@ def nm_w8a8_graph(o, k, lead, nm=(2, 4), bits=7, bias=True, act=None):
     (32, 128, (8,), (4, 8), 7, None),            # 4:8
     (32, 64, (8,), (1, 8), 7, None),             # a window would keep 2: not whole dot products, stays plain
     (32, 72, (8,), (2, 4), 7, None),             # reduction not whole windows: plain
-    (20, 64, (5,), (2, 4), 7, None),             # rows not a multiple of 16: plain
+    (20, 64, (5,), (2, 4), 7, None),             # rows not a multiple of 8: plain
     (32, 64, (4,), (2, 4), 8, "gelu"),           # int8 codes: no input-picking kernel, plain
+    (64, 128, (3,), (2, 4), 4, None),            # int4 codes: picks and codes in one byte
+    (64, 96, (1,), (2, 4), 4, "relu"),           # int4 GEMV
+    (32, 64, ("batch", 16), (2, 4), 4, "gelu"),  # int4, symbolic batch
+    (32, 128, (8,), (4, 8), 4, None),            # int4 4:8
+    (20, 64, (5,), (2, 4), 4, None),             # int4, rows not a multiple of 8: plain (nibbles decoded)
 ])
 def test_nm_w8a8_kernel_matches_interpreter(o, k, lead, nm, bits, act):
     """An N:M W8A8 linear gives the interpreter's result, packed for the kernel that picks each lane's inputs or
@@ -787,7 +792,7 @@ def test_nm_w8a8_kernel_matches_interpreter(o, k, lead, nm, bits, act):
     g = nm_w8a8_graph(o, k, lead, nm, bits, act=act)
     assert g.params["w"].encoding.kind == f"{nm[0]}:{nm[1]}+w{bits}a8"
     host = resolve_target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
-    packed = (bits == 7 and o % 16 == 0 and k % 16 == 0 and 16 * nm[0] // nm[1] % 4 == 0
+    packed = (bits in (4, 7) and o % 8 == 0 and k % 16 == 0 and 16 * nm[0] // nm[1] % 4 == 0
               and target_has_features("avx2", host))
     prepared = prepare_graph(g, "x86")
     assert ("layout" in prepared.params["w"].encoding.meta) == packed
@@ -796,25 +801,28 @@ def test_nm_w8a8_kernel_matches_interpreter(o, k, lead, nm, bits, act):
     assert rel(compile_graph(g)(x)[0], run_graph(g, x)[0]) <= 1e-5
 
 
+@pytest.mark.parametrize("bits", [7, 4], ids=["w7a8", "w4a8"])
 @pytest.mark.parametrize("lead,rows", [((128,), (128,)), ((1,), (1,)), (("batch", 16), (2, 16))],
                          ids=["gemm", "gemv", "dynamic-batch"])
-def test_nm_w7a8_kernel_picks_inputs_with_vpshufb(lead, rows):
-    """On AVX2 the 2:4 W7A8 kernel multiplies the kept codes only: each row's window of 16 inputs is picked per
-    output lane by one ``vpshufb`` (no byte-wise gather, also for a symbolic row count) and multiplied by
+def test_nm_w8a8_kernel_picks_inputs_with_vpshufb(lead, rows, bits):
+    """On AVX2 the 2:4 W7A8 (W4A8) kernel multiplies the kept codes only: each row's window of 16 inputs is picked
+    per output lane by one ``vpshufb`` (no byte-wise gather, also for a symbolic row count) and multiplied by
     ``vpmaddubsw``, in a scheduled PrimFunc; where this CPU can run it, exactly the interpreter's integers (inputs
-    at the grid's ends, codes at +-63)."""
+    at the grid's ends, codes at their extremes: +-63, int4 +-7)."""
     from tvm.target.codegen import llvm_get_system_cpu, target_has_features
 
     from sparsecc.backends.tvm import build, compile_graph, lower_graph, prepare_graph, resolve_target
 
-    g = nm_w8a8_graph(32, 64, lead, bias=False)
+    g = nm_w8a8_graph(32, 64, lead, bits=bits, bias=False)
     enc = E.load(g, "w")
-    enc.values = np.where(np.random.default_rng(5).random(enc.values.shape) < 0.5, -63, 63).astype(np.int32)
+    top = QuantSpec(bits).qmax
+    enc.values = np.where(np.random.default_rng(5).random(enc.values.shape) < 0.5, -top, top).astype(np.int32)
     E.store(g, "w", enc)
     target = {"kind": "llvm", "mcpu": "haswell"}
     prepared = prepare_graph(g, target)
     mod = lower_graph(prepared, target)
-    assert any("nm_w7a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled") for gv, f in mod.functions.items())
+    assert any(f"nm_w{bits}a8" in gv.name_hint and f.attrs.get("tirx.is_scheduled")
+               for gv, f in mod.functions.items())
     ex = build(prepared, target)
     asm = "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
     assert "vpshufb" in asm and "vpmaddubsw" in asm and "vpinsrb" not in asm and "vpextrb" not in asm
@@ -826,9 +834,10 @@ def test_nm_w7a8_kernel_picks_inputs_with_vpshufb(lead, rows):
 
 
 def test_nm_w8a8_weight_stores_window_picks():
-    """Re-laid out for the CPU kernel, an N:M W8A8 weight keeps its codes ``OI16o4i`` over the kept columns and
-    stores, instead of in-group indices, each kept value's input within its window of 16, in the same layout;
-    ``load`` gives the logical codes and indices back."""
+    """Re-laid out for the CPU kernel, an N:M W8A8 weight keeps its codes ``OI8o4i`` over the kept columns (one
+    register tile's 8 outputs x 4 codes per reduction step, contiguous) and stores, instead of in-group indices,
+    each kept value's input within its window of 16, in the same layout; ``load`` gives the logical codes and
+    indices back."""
     from sparsecc.backends.tvm.relayout import relayout_weights
 
     g = nm_w8a8_graph(32, 64, (1,))
@@ -836,14 +845,37 @@ def test_nm_w8a8_weight_stores_window_picks():
     packed = relayout_weights(g, {"kind": "llvm", "mcpu": "haswell"})
     meta = packed.params["w"].encoding.meta
     picks = packed.params[meta["indices"]].data
-    assert meta["layout"] == "OI16o4i" and packed.params["w"].data.shape == picks.shape == (2, 8, 16, 4)
+    assert meta["layout"] == "OI8o4i" and packed.params["w"].data.shape == picks.shape == (4, 8, 8, 4)
     # output 17, kept values 4-7 (step 1): groups 2 and 3 of the first window, i.e. inputs 8-15
-    np.testing.assert_array_equal(picks[1, 1, 1], [8, 8, 12, 12] + enc.indices[17, 4:8])
-    np.testing.assert_array_equal(packed.params["w"].data[1, 1, 1], enc.values[17, 4:8])
+    np.testing.assert_array_equal(picks[2, 1, 1], [8, 8, 12, 12] + enc.indices[17, 4:8])
+    np.testing.assert_array_equal(packed.params["w"].data[2, 1, 1], enc.values[17, 4:8])
     back = E.load(packed, "w")
     np.testing.assert_array_equal(back.values, enc.values)
     np.testing.assert_array_equal(back.indices, enc.indices)
     np.testing.assert_array_equal(E.companion(packed, "w", "colsums"), enc.values.sum(1, keepdims=True))
+
+
+def test_nm_w4a8_weight_holds_code_and_pick_in_one_byte():
+    """Re-laid out, an N:M W4A8 weight is one array, a byte per kept value: its window pick in the low nibble, its
+    code plus 8 in the high one; the indices companion is gone, and ``load`` still gives the logical codes and
+    indices back."""
+    from sparsecc.backends.tvm.relayout import relayout_weights
+
+    g = nm_w8a8_graph(32, 64, (1,), bits=4)
+    enc = E.load(g, "w")
+    assert g.params["w"].data.shape == (32, 16)  # 32 kept codes per row, two per byte
+    packed = relayout_weights(g, {"kind": "llvm", "mcpu": "haswell"})
+    meta = packed.params["w"].encoding.meta
+    data = packed.params["w"].data
+    assert meta["layout"] == "OI8o4i" and data.shape == (4, 8, 8, 4) and data.dtype == np.uint8
+    assert "indices" not in meta and "w.indices" not in packed.params and E.codes_hold_picks(meta)
+    np.testing.assert_array_equal(data[2, 1, 1] & 15, [8, 8, 12, 12] + enc.indices[17, 4:8])
+    np.testing.assert_array_equal((data[2, 1, 1] >> 4).astype(int) - 8, enc.values[17, 4:8])
+    back = E.load(packed, "w")
+    np.testing.assert_array_equal(back.values, enc.values)
+    np.testing.assert_array_equal(back.indices, enc.indices)
+    x = np.random.default_rng(3).standard_normal((1, 64)).astype(np.float32)
+    np.testing.assert_array_equal(run_graph(packed, x)[0], run_graph(g, x)[0])
 
 
 def test_nm_w8a8_interpreter_is_integer_arithmetic_over_the_kept_codes():
@@ -860,9 +892,8 @@ def test_nm_w8a8_interpreter_is_integer_arithmetic_over_the_kept_codes():
     np.testing.assert_array_equal(run_graph(g, x)[0], acc * (np.float32(scale) * enc.scales.reshape(-1)))
 
 
-def test_nm_w8a8_is_for_linear_int8_or_int7_codes():
-    """``store`` names the problem instead of writing an N:M W8A8 weight no kernel reads (a convolution's, or int4
-    codes)."""
+def test_nm_w8a8_is_for_linear_weights_only():
+    """``store`` names the problem instead of writing an N:M W8A8 weight no kernel reads (a convolution's)."""
     from sparsecc.passes.compress import sparsify
 
     g = Graph()
@@ -870,21 +901,22 @@ def test_nm_w8a8_is_for_linear_int8_or_int7_codes():
     w = np.random.default_rng(0).standard_normal((16, 36)).astype(np.float32)
     enc = sparsify.encode_nm(*sparsify.magnitude(w, 2, 4), 2, 4, QuantSpec(7))
     enc.shape, enc.activation = (16, 4, 3, 3), (4.0 / 255, 128)
-    with pytest.raises(ValueError, match=r"N:M W8A8 takes int8 or int7 codes of a linear weight, not 2:4\+w7a8 of "
-                                         r"shape \[16, 4, 3, 3\]"):
+    with pytest.raises(ValueError, match=r"N:M W8A8 is for linear weights only, not 2:4\+w7a8 of shape "
+                                         r"\[16, 4, 3, 3\]"):
         E.store(g, name, enc)
 
 
+@pytest.mark.parametrize("bits", [7, 4], ids=["w7a8", "w4a8"])
 @pytest.mark.parametrize("target", ["arm64", "cuda"])
-def test_nm_w7a8_linear_builds_for_other_targets(target):
-    """Without AVX2 the 2:4 W7A8 linear is the same integer compute over the kept codes on TVM's loops, its
+def test_nm_w8a8_linear_builds_for_other_targets(target, bits):
+    """Without AVX2 the 2:4 W7A8 (W4A8) linear is the same integer compute over the kept codes on TVM's loops, its
     weight plain (arm64: cross-compiled; CUDA: nvcc compiles the kernels)."""
     from sparsecc.backends.tvm import build, export_cc, prepare_graph
 
     tool = "nvcc" if target == "cuda" else export_cc("arm64")
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed")
-    prepared = prepare_graph(nm_w8a8_graph(64, 96, (4,), act="gelu"), target)
+    prepared = prepare_graph(nm_w8a8_graph(64, 96, (4,), bits=bits, act="gelu"), target)
     assert "layout" not in prepared.params["w"].encoding.meta
     ex = build(prepared, target)
     if target == "cuda":

@@ -17,7 +17,6 @@ be done exactly raises ``UnsupportedOpError``.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import math
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -798,19 +797,23 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
     fmt, companions = _encoded(cx, cx.node.inputs[1])
     if dtype_of(x) != "float32":
         raise cx.unsupported(f"a compressed weight with a {dtype_of(x)} input (float32 only)")
-    act = cx.graph.params[cx.node.inputs[1]].encoding.meta.get("activation")
+    meta = cx.graph.params[cx.node.inputs[1]].encoding.meta
+    act = meta.get("activation")
     if act is not None:  # codes as int16 for a weight packed in pairs of inputs (AVX2's vpmaddwd)
         pairs = fmt.lanes is not None and fmt.bits == 8 and shape_of(weight)[3] == 2
         xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"], dtype="int16" if pairs else "uint8"),
                    x, name="quantize_input")
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
         if fmt.nm is not None and fmt.lanes is not None:  # the kept codes only, inputs picked per lane
+            if encodings.codes_hold_picks(meta):  # the picks are the weight's own bytes
+                args.insert(2, weight)
             return cx.te(partial(dense_nm_w8a8, scale=act["scale"], zero=act["zero"], nm=fmt.nm, bits=fmt.bits),
                          *args, name=f"dense_nm_w{fmt.bits}a8")
-        if fmt.nm is not None:  # plain: its codes decoded to dense ones, then TVM's loops (correct, not fast)
-            codes = cx.te(partial(decode_weight, fmt=dataclasses.replace(fmt, bits=None),
-                                  shape=[fmt.rows, fmt.reduction]), weight, companions[0], name="decode_codes")
-            args = [xq, codes, *companions[1:]] + ([bias] if bias is not None else [])
+        if fmt.nm is not None:  # plain: its codes decoded to dense int8 ones, then TVM's loops (correct, not fast)
+            codes = cx.te(partial(decode_weight, fmt=fmt, shape=[fmt.rows, fmt.reduction], codes=True), weight,
+                          companions[0], name="decode_codes")
+            return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=None, bits=8), xq, codes,
+                         *companions[1:], *([bias] if bias is not None else []), name="dense_w8a8")
         if fmt.bits == 4 and fmt.lanes is not None:  # nibbles summed as stored, corrected per input row
             offsets = cx.te(input_offsets, xq, name="input_offsets", primfunc_attrs={"op_pattern": OPAQUE})
             return cx.te(partial(dense_w4a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), xq, offsets,

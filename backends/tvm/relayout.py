@@ -11,7 +11,7 @@ from sparsecc.ir import encodings
 from sparsecc.ir.graph import Encoding, Graph, Node, Param, TensorType
 from sparsecc.ir.layouts import blocked_layout, conv_layout, pack
 
-from .kernels.w8a8 import dot_product_width, picks_inputs
+from .kernels.w8a8 import PICKED_LANES, dot_product_width, picks_inputs
 from .targets import TargetLike, resolve_target
 
 LANES = 16
@@ -37,7 +37,8 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
     convolutions with narrow outputs ``OIHW16o`` (``_pack_narrow_conv``).
 
     Compressed weights (``sparsecc.ir.encodings``) are packed together with their companions (scales, indices);
-    an N:M W8A8 weight only where its kernel picks inputs (``w8a8.picks_inputs``), else it stays plain.
+    an N:M W8A8 weight only where its kernel picks inputs (``w8a8.picks_inputs``), in blocks of that kernel's 8
+    outputs (``w8a8.PICKED_LANES``), else it stays plain.
     A dense weight whose output count is not a multiple of the block (a 1000-class head) is padded with zero rows
     to the next multiple, and the padded outputs are sliced off (``_pad_outputs``). A weight is left alone when
     another op also reads it (tied embeddings), when it already has a layout, or when padding would add more than
@@ -58,9 +59,11 @@ def relayout_weights(graph: Graph, target: TargetLike) -> Graph:
             meta = graph.params[name].encoding.meta
             bits = (meta.get("quant") or {}).get("bits", 8)
             dot = dot_product_width(target, bits)
-            if (encodings.can_relayout(graph, name, LANES, dot) and len(users[name]) == 1
-                    and (not encodings.stores_picks(meta) or picks_inputs(target, bits))):  # only for that kernel
-                encodings.relayout(graph, name, LANES, dot)
+            picks = encodings.stores_picks(meta)
+            block = PICKED_LANES if picks else LANES
+            if (encodings.can_relayout(graph, name, block, dot) and len(users[name]) == 1
+                    and (not picks or picks_inputs(target, bits))):  # only for that kernel
+                encodings.relayout(graph, name, block, dot)
             continue
         if (not _plain_float32(graph, name, 2)
                 or any(u.op != "linear" or u.inputs.index(name) != 1 for u in users[name])):

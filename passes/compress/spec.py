@@ -10,7 +10,7 @@ Grammar (stages joined by ``+``, each optionally ``@method``)::
                                                              without VNNI multiplies 32 at a time (vpmaddubsw)
     w4a8                                                     the same with int4 weight codes (+-7) packed two per
                                                              byte: half W8A8's weight bytes (linear layers only)
-    2:4+w7a8 | N:M+w8a8                                      N:M sparsity of those integer weights (linear layers):
+    2:4+w7a8 | 2:4+w4a8 | N:M+w8a8                           N:M sparsity of those integer weights (linear layers):
                                                              the kernel multiplies the kept codes only
     2:4 | 1:4 | 4:8 | N:M                                    N:M sparsity   methods: magnitude, wanda, sparsegpt
     lowrank | lowrank:0.5                                    factorization, keeping that fraction of the params
@@ -101,8 +101,6 @@ def parse_spec(text: str) -> CompressionSpec:
     activations = fields.get("quant") in INTEGER_SCHEMES
     if activations:
         scheme = fields["quant"]
-        if scheme == "w4a8" and len(fields) > 1:
-            raise SparseccError(f"compress {text!r}: w4a8 does not compose with other stages yet")
         if set(fields) - {"quant", "nm"}:
             raise SparseccError(f"compress {text!r}: {scheme} composes with N:M sparsity only (e.g. 2:4+{scheme}), "
                                 "not with other stages yet")

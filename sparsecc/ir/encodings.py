@@ -27,9 +27,11 @@ convolution's zero padding is ``xq = zero``, i.e. ``x = 0``); the companion
 ``colsums`` ``[O, 1]`` int32 (``sum_k code``) lets an integer kernel subtract the zero point after its dot products.
 The int7 form ("W7A8") exists for x86 CPUs without VNNI: there AVX2's ``vpmaddubsw`` multiplies uint8 by int8 in
 pairs summed to int16, which saturates for int8 codes (2 x 255 x 128 > 32767) but never for int7 ones (2 x 255 x 63).
-A linear's int8 or int7 W8A8 weight may be N:M sparse too (``2:4+w7a8``): its codes are the kept values', the
-interpreter multiplies them scattered back to their columns (zeros elsewhere), and a kernel multiplies the kept
-ones only; re-laid out, its indices are stored as window picks (``window_picks``), one byte per kept value.
+A linear's int8, int7 or int4 W8A8 weight may be N:M sparse too (``2:4+w7a8``, ``2:4+w4a8``): its codes are the
+kept values', the interpreter multiplies them scattered back to their columns (zeros elsewhere), and a kernel
+multiplies the kept ones only; re-laid out, its indices are stored as window picks (``window_picks``), one byte
+per kept value (int4: one byte holds the pick in its low nibble and the code plus 8 in its high one,
+``codes_hold_picks``, so the weight is one array of a byte per kept value).
 The int4 form ("W4A8") halves the weight's bytes again for memory-bound linears (a GEMV): its kernel unpacks the
 nibbles to int8 codes per register tile and runs the same integer dot products. Re-laid out ``OI{b}o{d}i``, its
 codes are packed per block of ``b x d``: the block's first half in the low nibbles of its bytes, the second half in
@@ -262,9 +264,8 @@ def store(graph: "Graph", name: str, enc: EncodedWeight) -> None:
             raise ValueError(f"W8A8 takes int8 (or int7, int4) symmetric per-channel weights, not {enc.kind}")
         if enc.quant.bits == 4 and len(enc.shape) != 2:
             raise ValueError(f"W4A8 is for linear weights only, not a weight of shape {list(enc.shape)}")
-        if enc.nm and (enc.quant.bits == 4 or len(enc.shape) != 2):
-            raise ValueError(f"N:M W8A8 takes int8 or int7 codes of a linear weight, not {enc.kind} of shape "
-                             f"{list(enc.shape)}")
+        if enc.nm and len(enc.shape) != 2:
+            raise ValueError(f"N:M W8A8 is for linear weights only, not {enc.kind} of shape {list(enc.shape)}")
         meta["activation"] = {"scale": float(enc.activation[0]), "zero": int(enc.activation[1])}
         colsums = enc.values.astype(np.int32).sum(axis=1, keepdims=True).astype(np.int32)
         meta["colsums"] = graph.add_param(f"{name}.colsums", colsums)
@@ -287,13 +288,26 @@ def unpack_halves(packed: np.ndarray) -> np.ndarray:
 
 
 def _nibble_blocks(meta: dict) -> bool:
-    """Whether the param's data is a re-laid-out W4A8 weight (nibbles packed per block, ``pack_halves``)."""
-    return "activation" in meta and "layout" in meta and meta["quant"]["bits"] == 4
+    """Whether the param's data is a re-laid-out dense W4A8 weight (nibbles packed per block, ``pack_halves``)."""
+    return "activation" in meta and "layout" in meta and meta["quant"]["bits"] == 4 and "nm" not in meta
+
+
+def codes_hold_picks(meta: dict) -> bool:
+    """Whether the param's data is a re-laid-out N:M W4A8 weight: per kept value one byte, its window pick in the
+    low nibble and its code plus 8 in the high one (the kernel masks the one, shifts out the other); such a weight
+    has no ``indices`` companion."""
+    return stores_picks(meta) and "layout" in meta and meta["quant"]["bits"] == 4
+
+
+PICK_MASK, CODE_SHIFT = PICK_WINDOW - 1, 4
+"""Where ``codes_hold_picks`` bytes keep the pick (``byte & PICK_MASK``) and the code (``byte >> CODE_SHIFT``)."""
 
 
 def _from_layout(arr: np.ndarray, meta: dict, data: bool) -> np.ndarray:
     if "layout" not in meta:
         return arr
+    if data and codes_hold_picks(meta):
+        return pack_bits(unpack(arr, meta["layout"]) >> CODE_SHIFT, 4)
     if data and _nibble_blocks(meta):
         blocks = unpack_halves(arr)
         codes = unpack(blocks.reshape(*blocks.shape[:2], layout_block(meta["layout"]), -1), meta["layout"])
@@ -327,9 +341,12 @@ def stores_picks(meta: dict) -> bool:
 def companion(graph: "Graph", name: str, key: str) -> np.ndarray | None:
     """The (unpacked) array of ``name``'s companion ``key``, or None."""
     meta = graph.params[name].encoding.meta
-    if key not in meta:
+    if key == "indices" and codes_hold_picks(meta):
+        arr = graph.params[name].data & PICK_MASK
+    elif key not in meta:
         return None
-    arr = graph.params[meta[key]].data
+    else:
+        arr = graph.params[meta[key]].data
     if key == "indices" and stores_picks(meta) and "layout" in meta:
         m = meta["nm"][1]
         return pack_bits(unpack(arr, meta["layout"]) % m, index_bits(m))
@@ -381,24 +398,32 @@ def can_relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> bool:
 def relayout(graph: "Graph", name: str, block: int, dot: int = 4) -> None:
     """Stores compressed param ``name`` in ``cpu_layout`` and its companions in blocks of ``block`` rows (every
     array is ``[O, ...]`` per row; bit-packed uint8 arrays become uint32 words first); an N:M W8A8 weight's
-    indices become window picks in the weight's own layout."""
+    indices become window picks in the weight's own layout (an int4 one's, in its codes' bytes)."""
     from sparsecc.ir.graph import Encoding, Param
 
     param = graph.params[name]
     layout = cpu_layout(param.encoding.meta, block, dot)
     meta = dict(param.encoding.meta, layout=layout)
     words = _bit_packed(meta)
+    picks = None
+    if stores_picks(meta):  # one pick per kept value, laid out like the codes
+        n, m = meta["nm"]
+        picks = pack(window_picks(unpack_bits(graph.params[meta["indices"]].data, index_bits(m)), n, m), layout)
+    if codes_hold_picks(meta):
+        del graph.params[meta["indices"]], graph.types[meta["indices"]]
+        del meta["indices"]
     for key in COMPANIONS:
         if key in meta:
             c = meta[key]
-            if key == "indices" and stores_picks(meta):  # one pick per kept value, laid out like the codes
-                n, m = meta["nm"]
-                data = pack(window_picks(unpack_bits(graph.params[c].data, index_bits(m)), n, m), layout)
+            if key == "indices" and picks is not None:
+                data = picks
             else:
                 data = _to_layout(graph.params[c].data, companion_layout(layout), words[key])
             graph.params[c] = Param(data, Encoding("dense", {"companion_of": name}))
             graph.types[c] = graph.params[c].type
-    if _nibble_blocks(meta):
+    if codes_hold_picks(meta):
+        data = pack(unpack_bits(param.data, 4), layout) << CODE_SHIFT | picks
+    elif _nibble_blocks(meta):
         blocks = pack(unpack_bits(param.data, 4), layout)
         data = pack_halves(blocks.reshape(*blocks.shape[:2], -1))
     else:

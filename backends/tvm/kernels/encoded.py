@@ -282,10 +282,16 @@ def _int4_by_mantissa(x: te.Tensor, w: te.Tensor, scales: te.Tensor, zeros: te.T
         name=GROUP_SUM_BLOCK)
 
 
-def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape: Sequence[int]) -> te.Tensor:
-    """The dense float32 weight of logical ``shape`` (``[O, ...]``) an encoding stands for; for a format without
-    ``bits``, the stored array's own values in its dtype (an N:M W8A8 weight's integer codes)."""
-    value, column = _decoders(fmt, w, companions)
+def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape: Sequence[int],
+                  codes: bool = False) -> te.Tensor:
+    """The dense float32 weight of logical ``shape`` (``[O, ...]``) an encoding stands for; with ``codes``, its
+    symmetric integer codes as int8 instead, before any scale (an N:M W8A8 weight's, for the plain integer GEMM;
+    ``companions`` then the indices only)."""
+    if codes:
+        code = _code(fmt, w, None)
+        value, column = (lambda o, j: code(o, j).astype("int8")), input_column(fmt, companions[0])
+    else:
+        value, column = _decoders(fmt, w, companions)
     inner = list(shape[1:])
 
     def flat(i: Sequence[Any]) -> Any:
@@ -297,7 +303,7 @@ def decode_weight(w: te.Tensor, *companions: te.Tensor, fmt: WeightFormat, shape
     if fmt.nm is None:
         return te.compute(tuple(shape), lambda o, *i: value(o, flat(i)), name="decode_weight")
     n, m = fmt.nm
-    zero = tirx.const(0, "float32" if fmt.bits else w.dtype)
+    zero = tirx.const(0, "int8" if codes else "float32")
 
     def element(o: Any, *i: Any) -> Any:
         k = flat(i)

@@ -24,12 +24,17 @@ register tile's nibbles once per reduction step for all its rows (one shift and 
 them as int7 codes; the nibbles are the codes plus 8, which ``input_offsets`` corrects once per input row. It
 reads half W7A8's bytes: a 4096 x 4096 GEMV runs at about W7A8's time where that one is compute-bound, and at half
 of it where memory is the limit. An N:M W7A8 linear (``2:4+w7a8``) multiplies its kept codes only: its weight
-is packed ``OI16o4i`` over the kept columns, and beside it each kept code's input within its window of 16
-(``encodings.window_picks``); per register tile and reduction step, each row's window is one 16-byte load and the
-inputs of 8 outputs x 4 kept codes one ``vpshufb`` (``pick_inputs``, ``window_gather``), then one ``vpmaddubsw``
-as above. Half the multiplies of W7A8 for 2:4, plus one shuffle per 32: MiniLM's 384 -> 1536 GEMM at 128 rows
-ran 1.3-1.5x the W7A8 one. Other targets, AVX2 W8A8 convolutions and N:M weights the picks do not fit run the
-same compute with TVM's default loops (correct, not fast; an N:M weight's codes decoded to dense ones first).
+is packed ``OI8o4i`` over the kept columns (a register tile's 8 outputs x 4 codes per reduction step, 32
+contiguous bytes), and beside it each kept code's input within its window of 16 (``encodings.window_picks``);
+per register tile and reduction step, each row's window is one 16-byte load and the inputs of 8 outputs x 4 kept
+codes one ``vpshufb`` (``pick_inputs``, ``window_gather``), then one ``vpmaddubsw`` as above. Half the multiplies
+of W7A8 for 2:4, plus one shuffle per 32: MiniLM's 384 -> 1536 GEMM at 128 rows ran 1.3-1.5x the W7A8 one. An
+N:M W4A8 linear (``2:4+w4a8``) is the same with one byte per kept value holding its pick (low nibble) and its
+int4 code plus 8 (high nibble, ``encodings.codes_hold_picks``): ``picked_codes`` unpacks a tile's codes once per
+step (a shift, a mask, a subtraction per 32), the picks are the bytes themselves (``vpshufb`` reads the low
+nibble once masked). 2:4 at W4A8's bytes and a quarter of W7A8's multiplies: for a memory-bound GEMV. Other
+targets, AVX2 W8A8 convolutions and N:M weights the picks do not fit run the same compute with TVM's default
+loops (correct, not fast; an N:M weight's codes decoded to dense int8 ones first).
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ from tvm import s_tir, te, tirx
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
-from sparsecc.ir.encodings import PICK_WINDOW
+from sparsecc.ir.encodings import CODE_SHIFT, PICK_WINDOW
 
 from .encoded import row_reader
 from .matmul import tile_rows
@@ -51,8 +56,11 @@ W7A8_BLOCK = "sparsecc_dense_w7a8"
 """The same compute on int7 codes (``|code| <= 63``), which ``vpmaddubsw`` multiplies without saturating."""
 W4A8_BLOCK = "sparsecc_dense_w4a8"
 """The same compute on int4 codes, unpacked per register tile (``UNPACK_BLOCK``) and multiplied as int7 ones."""
-NM_BLOCKS = {8: "sparsecc_dense_nm_w8a8", 7: "sparsecc_dense_nm_w7a8"}
+NM_BLOCKS = {8: "sparsecc_dense_nm_w8a8", 7: "sparsecc_dense_nm_w7a8", 4: "sparsecc_dense_nm_w4a8"}
 """The same compute over an N:M weight's kept codes, each times the input its index picks (``dense_nm_w8a8``)."""
+PICKING_BITS = (7, 4)
+"""Codes of the N:M blocks ``DotProductMatmul`` schedules (``vpmaddubsw`` multiplies int7 ones, and int4 ones as
+int7, without saturating)."""
 PICK_BLOCK = "sparsecc_pick_inputs"
 UNPACK_BLOCK = "sparsecc_unpack_int4"
 INPUT_OFFSET_BLOCK = "sparsecc_input_offsets"
@@ -66,8 +74,12 @@ PATCH_LANES = 16
 
 BLOCKS, BLOCKS_GEMV = 2, 4
 """Register tile: ``tile_rows`` rows x blocks of 16 int32 accumulators (12-16 in flight hide vpdpbusd's latency)."""
-PICKED_ROWS = 4
-"""Rows of an N:M tile (x 8 outputs): each row keeps its input window and its picked inputs in registers."""
+PICKED_ROWS, PICKED_LANES = 4, 8
+"""Rows x outputs of an N:M tile: each row keeps its input window and its picked inputs in registers. The weight is
+packed ``OI8o4i`` (``relayout``), so that a tile's codes are one contiguous stream."""
+PICKED_GEMV_TILES = 4
+"""A GEMV's N:M tile: this many blocks of 8 outputs side by side, i.e. as many weight streams per thread, which the
+prefetchers fetch in parallel (a 4096 x 4096 2:4+W4A8 GEMV after a 64 MB read: 0.58 -> 0.50 ms, W4A8's time)."""
 
 
 def quantize_input(x: te.Tensor, *, scale: float, zero: int, dtype: str = "uint8") -> te.Tensor:
@@ -157,6 +169,14 @@ def dense_w4a8(xq: te.Tensor, offsets: te.Tensor, w: te.Tensor, scales: te.Tenso
     return _dequantized(acc, -1, row_reader(colsums, lanes), row_reader(scales, lanes), bias, scale=scale, zero=zero)
 
 
+def picked_codes(w: te.Tensor) -> te.Tensor:
+    """The int4 codes of a re-laid-out N:M W4A8 weight (``encodings.codes_hold_picks``: the code plus 8 in each
+    byte's high nibble), as int8. ``DotProductMatmul`` computes it per register tile and reduction step: one shift,
+    one mask and one subtraction per 32 codes."""
+    return te.compute(w.shape, lambda *i: (w[i] >> tirx.const(CODE_SHIFT, "uint8")).astype("int8")
+                      - tirx.const(INT4_OFFSET, "int8"), name=UNPACK_BLOCK)
+
+
 def pick_inputs(xq: te.Tensor, picks: te.Tensor, nm: tuple[int, int]) -> te.Tensor:
     """The input each kept weight of a re-laid-out N:M weight multiplies: ``[..., O/b, J/d, b, d]`` uint8, where
     ``picks`` (``encodings.window_picks``, laid out like the codes) holds each kept weight's input within its
@@ -180,13 +200,15 @@ def dense_nm_w8a8(xq: te.Tensor, w: te.Tensor, picks: te.Tensor, scales: te.Tens
                   bits: int) -> te.Tensor:
     """W8A8 on a re-laid-out N:M weight: ``acc[..., o] = sum_j picked[..., o, j] * code[o, j]`` over the ``J`` kept
     codes only (half the multiplies for 2:4), then dequantized like ``dense_w8a8`` (``colsums`` sum the kept codes).
-    ``w`` and ``picks`` are ``[O/b, J/d, b, d]`` (``pick_inputs``). A plain N:M W8A8 weight is decoded to dense
-    codes for ``dense_w8a8`` instead (``lower.py``)."""
+    ``w`` and ``picks`` are ``[O/b, J/d, b, d]`` (``pick_inputs``); for ``bits`` 4 both are the weight's bytes,
+    codes and picks in one (``picked_codes``). A plain N:M W8A8 weight is decoded to dense codes for
+    ``dense_w8a8`` instead (``lower.py``)."""
     *lead, _ = xq.shape
     blocks, steps, b, d = (int(s) for s in w.shape)
     picked = pick_inputs(xq, picks, nm)
+    codes = picked_codes(w) if bits == 4 else w
     acc = _integer_sums(lead, steps * d, lambda lead, o, r: picked[(*lead, o // b, r // d, o % b, r % d)],
-                        lambda o, r: w[o // b, r // d, o % b, r % d], blocks * b, NM_BLOCKS[bits])
+                        lambda o, r: codes[o // b, r // d, o % b, r % d], blocks * b, NM_BLOCKS[bits])
     return _dequantized(acc, -1, row_reader(colsums, b), row_reader(scales, b), bias, scale=scale, zero=zero)
 
 
@@ -319,12 +341,12 @@ def dot_product_width(target: Target, bits: int = 8) -> int:
 
 
 def picks_inputs(target: Target, bits: int) -> bool:
-    """Whether ``target`` has the N:M W8A8 kernel that picks each lane's inputs (``pick_inputs``): int7 codes on
-    x86 with AVX2 (``vpshufb``, ``vpmaddubsw``). Elsewhere an N:M W8A8 weight stays plain and runs TVM's default
-    loops (correct, not fast)."""
+    """Whether ``target`` has the N:M W8A8 kernel that picks each lane's inputs (``pick_inputs``): int7 or int4
+    codes on x86 with AVX2 (``vpshufb``, ``vpmaddubsw``). Elsewhere an N:M W8A8 weight stays plain and runs TVM's
+    default loops (correct, not fast)."""
     from tvm.target.codegen import target_has_features
 
-    return bits == 7 and target.kind.name == "llvm" and target_has_features("avx2", target)
+    return bits in PICKING_BITS and target.kind.name == "llvm" and target_has_features("avx2", target)
 
 
 def integer_scheme(target: Target) -> str:
@@ -477,19 +499,20 @@ class DotProductMatmul(dl.ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W4A8_BLOCK, NM_BLOCKS[7], W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
+        picking = [NM_BLOCKS[bits] for bits in PICKING_BITS]
+        block = find_block(sch, W8A8_BLOCK, W7A8_BLOCK, W4A8_BLOCK, *picking, W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
         if block is None:
             return None
         name = sch.get(block).name_hint
         conv = name in (W8A8_CONV_BLOCK, W7A8_CONV_BLOCK)
-        picked = name == NM_BLOCKS[7]
-        narrow = name in (W7A8_BLOCK, W4A8_BLOCK, NM_BLOCKS[7], W7A8_CONV_BLOCK)
+        picked = name in picking
+        narrow = name in (W7A8_BLOCK, W4A8_BLOCK, *picking, W7A8_CONV_BLOCK)
         packed = sch.get(block).reads[1].source.shape  # the weight (linear) or the patches (conv)
         if len(packed) != (5 if conv else 4):
             return None
         dot = 4 if conv else int(packed[3])
         if picked:  # each lane its own inputs: AVX2's vpshufb picks them, 16 bytes at a time (also with AVX-512)
-            if dot != 4 or not picks_inputs(target, 7):
+            if dot != 4 or not picks_inputs(target, PICKING_BITS[picking.index(name)]):
                 return None
             intrin, vector = AVX2_INTRIN_INT7_PICKED, 8
         elif target_has_features("avx512vnni", target) and dot == 4:
@@ -504,8 +527,9 @@ class DotProductMatmul(dl.ScheduleRule):
         # the input's quantization is computed once, before the tiles (a quantization that is this function's
         # epilogue, feeding the next W8A8 layer, folds into the write-back like any other)
         quantize = find_block(sch, QUANTIZE_BLOCK)
-        unpack = find_block(sch, UNPACK_BLOCK, PICK_BLOCK)  # per register tile and step: nibbles, picked inputs
-        reader = unpack if picked else block  # the block that reads the quantized input
+        # per register tile and reduction step: the unpacked codes and/or the rows' picked inputs
+        per_step = [b for b in (find_block(sch, UNPACK_BLOCK), find_block(sch, PICK_BLOCK)) if b is not None]
+        reader = per_step[-1] if picked else block  # the block that reads the quantized input
         if quantize is not None and not any(sch.get(p).name_hint == QUANTIZE_BLOCK
                                             for p in sch.get_producers(reader)):
             quantize = None
@@ -520,7 +544,8 @@ class DotProductMatmul(dl.ScheduleRule):
             sch.vectorize(inner)
         *outer, m, n = sch.get_loops(out)
         if picked:  # a row's picked inputs serve one vector of outputs: 4 x 8 ran 1.4x the 4 x 16 tile
-            rows, width = tile_rows(sch.get(m).extent, exact=True, budget=PICKED_ROWS), vector
+            rows = tile_rows(sch.get(m).extent, exact=True, budget=PICKED_ROWS)
+            width = vector * (PICKED_GEMV_TILES if rows == 1 else 1)
         else:
             rows, blocks = _tile(sch.get(m).extent, int(sch.get(n).extent) // 16, accumulator_budget(target, 16))
             width = blocks * 16
@@ -532,12 +557,12 @@ class DotProductMatmul(dl.ScheduleRule):
         blk, lane = sch.split(col, [None, vector])
         ko, ki = sch.split(k, [None, dot])
         sch.reorder(ko, row, blk, lane, ki)
-        if unpack is not None:  # this step's nibbles of the tile, or its rows' picked inputs, once per tile
+        for unpack in per_step:  # this step's codes of the tile, or its rows' picked inputs, once per tile
             sch.compute_at(unpack, ko)
             loops = sch.get_loops(unpack)
             below = [sch.get(lp).same_as(sch.get(ko)) for lp in loops].index(True) + 1
             *blocks, output, step = loops[below:]  # rows and blocks (unit loops are dropped), then one block
-            if picked:  # 8 outputs x 4 picks of one row: one vpshufb
+            if picked:  # 8 outputs x 4: one vpshufb's picks, or one vector of int4 codes
                 sch.vectorize(sch.fuse(output, step))
             else:
                 half, byte = sch.split(sch.fuse(output, step), [2, None])
