@@ -78,8 +78,9 @@ PICKED_ROWS, PICKED_LANES = 4, 8
 """Rows x outputs of an N:M tile: each row keeps its input window and its picked inputs in registers. The weight is
 packed ``OI8o4i`` (``relayout``), so that a tile's codes are one contiguous stream."""
 PICKED_GEMV_TILES = 4
-"""A GEMV's N:M tile: this many blocks of 8 outputs side by side, i.e. as many weight streams per thread, which the
-prefetchers fetch in parallel (a 4096 x 4096 2:4+W4A8 GEMV after a 64 MB read: 0.58 -> 0.50 ms, W4A8's time)."""
+"""A GEMV's N:M tile: up to this many blocks of 8 outputs side by side (as many as divide the outputs' blocks),
+i.e. as many weight streams per thread, which the prefetchers fetch in parallel (a 4096 x 4096 2:4+W4A8 GEMV
+after a 64 MB read: 0.58 -> 0.50 ms, W4A8's time)."""
 
 
 def quantize_input(x: te.Tensor, *, scale: float, zero: int, dtype: str = "uint8") -> te.Tensor:
@@ -545,7 +546,8 @@ class DotProductMatmul(dl.ScheduleRule):
         *outer, m, n = sch.get_loops(out)
         if picked:  # a row's picked inputs serve one vector of outputs: 4 x 8 ran 1.4x the 4 x 16 tile
             rows = tile_rows(sch.get(m).extent, exact=True, budget=PICKED_ROWS)
-            width = vector * (PICKED_GEMV_TILES if rows == 1 else 1)
+            blocks = int(sch.get(n).extent) // vector
+            width = vector * max(t for t in range(PICKED_GEMV_TILES if rows == 1 else 1, 0, -1) if blocks % t == 0)
         else:
             rows, blocks = _tile(sch.get(m).extent, int(sch.get(n).extent) // 16, accumulator_budget(target, 16))
             width = blocks * 16
