@@ -926,6 +926,23 @@ def test_nm_w8a8_linear_builds_for_other_targets(target, bits):
 
         assert_cuda_compiles(ex, "sm_80")
 
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [7, 4], ids=["2:4+w7a8", "2:4+w4a8"])
+def test_nm_w8a8_arm64_emulated_run_matches_interpreter(bits, tmp_path):
+    """Under qemu, the arm64 artifact of an N:M W8A8 linear (its weight plain, its codes decoded to dense int8 ones
+    for TVM's loops) computes the interpreter's integer sums."""
+    import sparsecc
+    from sparsecc.backends.tvm.emulation import arm64_dir, arm64_root, run_arm64
+
+    if arm64_root() is None:
+        pytest.skip(f"no aarch64 root in {arm64_dir()} (or no qemu-aarch64-static): run scripts/setup_arm64.sh")
+    g = nm_w8a8_graph(64, 96, (3, 8), bits=bits, act="gelu")
+    path = tmp_path / "m.scc"
+    sparsecc.compile(None, graph=g, target="arm64").save(path)
+    x = np.random.default_rng(3).standard_normal((3, 8, 96)).astype(np.float32)
+    assert rel(run_arm64(path, {"x": x})[g.outputs[0]], run_graph(g, x)[0]) <= 1e-5
+
+
 def w8a8_conv_graph(n, c, hw, o, k, stride, pads, dilation, bias=True, bits=8):
     """One 2-D convolution + ReLU with int8 (int7: W7A8) per-channel codes (RTN) and a static uint8 input grid of
     [-2, 2]."""

@@ -45,7 +45,7 @@ from tvm import s_tir, te, tirx
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
-from sparsecc.ir.encodings import CODE_SHIFT, PICK_WINDOW
+from sparsecc.ir.encodings import CODE_SHIFT, PICK_MASK, PICK_WINDOW
 
 from .encoded import row_reader
 from .matmul import tile_rows
@@ -183,11 +183,12 @@ def pick_inputs(xq: te.Tensor, picks: te.Tensor, nm: tuple[int, int]) -> te.Tens
     ``picks`` (``encodings.window_picks``, laid out like the codes) holds each kept weight's input within its
     window of ``PICK_WINDOW``. ``DotProductMatmul`` computes it per register tile and reduction step, where every
     row's window is one 16-byte load and its picks for 8 outputs x 4 kept weights one ``vpshufb``
-    (``window_gather``); ``& (PICK_WINDOW - 1)`` tells that pass the pick stays within the window."""
+    (``window_gather``); ``& PICK_MASK`` tells that pass the pick stays within the window (and drops an int4
+    weight's code from its byte, ``encodings.codes_hold_picks``)."""
     *lead, _ = xq.shape
     blocks, steps, b, d = (int(s) for s in picks.shape)
     per_window = PICK_WINDOW * nm[0] // nm[1] // d  # reduction steps per window
-    mask = tirx.const(PICK_WINDOW - 1, "uint8")
+    mask = tirx.const(PICK_MASK, "uint8")
 
     def pick(*i: Any) -> Any:
         window = i[-3] // per_window
