@@ -782,7 +782,7 @@ def nm_w8a8_graph(o, k, lead, nm=(2, 4), bits=7, bias=True, act=None):
     (32, 128, (8,), (4, 8), 4, None),            # int4 4:8
     (20, 64, (5,), (2, 4), 4, None),             # int4, rows not a multiple of 8: plain (nibbles decoded)
     (40, 64, (1,), (2, 4), 7, None),             # GEMV, 5 blocks of 8 outputs: one per tile
-    (48, 64, (1,), (2, 4), 4, None),             # GEMV, 6 blocks of 8 outputs: two per tile
+    (48, 64, (1,), (2, 4), 4, None),             # GEMV, 6 blocks of 8 outputs: three per tile
 ])
 def test_nm_w8a8_kernel_matches_interpreter(o, k, lead, nm, bits, act):
     """An N:M W8A8 linear gives the interpreter's result, packed for the kernel that picks each lane's inputs or
