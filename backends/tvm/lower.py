@@ -804,22 +804,22 @@ def _linear_encoded(cx: Lowering, x: relax.Expr, weight: relax.Expr, bias: relax
         xq = cx.te(partial(quantize_input, scale=act["scale"], zero=act["zero"], dtype="int16" if pairs else "uint8"),
                    x, name="quantize_input")
         args = [xq, weight, *companions] + ([bias] if bias is not None else [])
+        bits = fmt.bits
         if fmt.nm is not None and fmt.lanes is not None:  # the kept codes only, inputs picked per lane
             if encodings.codes_hold_picks(meta):  # the picks are the weight's own bytes
                 args.insert(2, weight)
-            return cx.te(partial(dense_nm_w8a8, scale=act["scale"], zero=act["zero"], nm=fmt.nm, bits=fmt.bits),
-                         *args, name=f"dense_nm_w{fmt.bits}a8")
+            return cx.te(partial(dense_nm_w8a8, scale=act["scale"], zero=act["zero"], nm=fmt.nm, bits=bits),
+                         *args, name=f"dense_nm_w{bits}a8")
         if fmt.nm is not None:  # plain: its codes decoded to dense int8 ones, then TVM's loops (correct, not fast)
             codes = cx.te(partial(decode_weight, fmt=fmt, shape=[fmt.rows, fmt.reduction], codes=True), weight,
                           companions[0], name="decode_codes")
-            return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=None, bits=8), xq, codes,
-                         *companions[1:], *([bias] if bias is not None else []), name="dense_w8a8")
-        if fmt.bits == 4 and fmt.lanes is not None:  # nibbles summed as stored, corrected per input row
+            args, bits = [xq, codes, *args[3:]], 8
+        if bits == 4 and fmt.lanes is not None:  # nibbles summed as stored, corrected per input row
             offsets = cx.te(input_offsets, xq, name="input_offsets", primfunc_attrs={"op_pattern": OPAQUE})
             return cx.te(partial(dense_w4a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes), xq, offsets,
                          *args[1:], name="dense_w4a8")
-        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes, bits=fmt.bits),
-                     *args, name=f"dense_w{fmt.bits}a8")
+        return cx.te(partial(dense_w8a8, scale=act["scale"], zero=act["zero"], lanes=fmt.lanes, bits=bits),
+                     *args, name=f"dense_w{bits}a8")
     if fmt.lanes is not None and fmt.nm is not None and _static_rows(x) >= DECODE_ROWS:
         packed = cx.te(partial(decode_packed, fmt=fmt), weight, *companions, name="decode_packed")
         return _linear_packed(cx, x, packed, bias)

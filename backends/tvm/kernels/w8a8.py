@@ -547,8 +547,9 @@ class DotProductMatmul(dl.ScheduleRule):
         *outer, m, n = sch.get_loops(out)
         if picked:  # a row's picked inputs serve one vector of outputs: 4 x 8 ran 1.4x the 4 x 16 tile
             rows = tile_rows(sch.get(m).extent, exact=True, budget=PICKED_ROWS)
-            blocks = int(sch.get(n).extent) // vector
-            width = vector * max(t for t in range(PICKED_GEMV_TILES if rows == 1 else 1, 0, -1) if blocks % t == 0)
+            column_blocks = int(sch.get(n).extent) // vector
+            width = vector * max(t for t in range(PICKED_GEMV_TILES if rows == 1 else 1, 0, -1)
+                                 if column_blocks % t == 0)
         else:
             rows, blocks = _tile(sch.get(m).extent, int(sch.get(n).extent) // 16, accumulator_budget(target, 16))
             width = blocks * 16
