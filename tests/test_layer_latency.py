@@ -169,15 +169,20 @@ def test_measured_latency_is_positive_and_grows_with_the_weight(tmp_path):
 
 def test_a_whole_model_is_timed_as_called_and_its_artifact_alike(tmp_path):
     """measure_model times numpy in and out (the empty call is not subtracted); time_compiled times a compiled
-    artifact the same way, so a plan's prediction and its artifact's latency are comparable."""
+    artifact the same way, so a plan's prediction and its artifact's latency are comparable. Each is timed three
+    times, in turns, and the medians compared: one 2 s timing of this 30 us call on the shared 2-core machine was
+    seen to be off by over 2x."""
     import sparsecc
 
     table = LatencyTable("x86", cache_dir=tmp_path, budget_s=0.05)
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype("float32")
-    model_ms = table.measure_model(small_net(), [x])
-    assert model_ms > table.overhead_ms() > 0  # a numpy-in-out call costs more than an empty device call
-    artifact_ms = table.time_compiled(sparsecc.compile(None, graph=small_net(), target="x86"), [x])
-    assert 0.5 * model_ms < artifact_ms < 2 * model_ms
+    compiled = sparsecc.compile(None, graph=small_net(), target="x86")
+    model_ms, artifact_ms = [], []
+    for i in range(3):  # a fresh cache each time: measure_model times again
+        model_ms.append(LatencyTable("x86", cache_dir=tmp_path / str(i), budget_s=0.05).measure_model(small_net(), [x]))
+        artifact_ms.append(table.time_compiled(compiled, [x]))
+    assert min(model_ms) > table.overhead_ms() > 0  # a numpy-in-out call costs more than an empty device call
+    assert 0.5 * np.median(model_ms) < np.median(artifact_ms) < 2 * np.median(model_ms)
     assert LatencyTable("x86", cache_dir=tmp_path, measure_fn=lambda g, a: [1.0], device="fake").time_compiled(
         None, [x]) is None  # a custom measure_fn times graphs only
 

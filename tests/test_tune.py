@@ -111,7 +111,8 @@ def test_tune_over_tracker_times_on_the_pool(tmp_path, tracker_pool):
     report = tune_graph(prepare_graph(conv1d_graph(), target), target, trials=2, db_root=tmp_path,
                         cost_model="random", tracker=tracker_pool, key=POOL_KEY, log=lines.append)
     assert f"timed on 2 '{POOL_KEY}' devices of tracker {tracker_pool}" in lines[0]
-    assert report.tasks and all(r.template_ms is not None and r.template_ms > 0 for r in report.tasks)
+    assert report.tasks and all(r.template_ms is not None and r.template_ms > 0 for r in report.tasks), "\n".join(
+        line for line in lines if "template" in line)
     assert any(r.tuned_ms is not None and r.tuned_ms > 0 for r in report.tasks)  # candidates ran on the pool
     assert sum(r.trials for r in report.tasks) >= 2
     assert report.database == database_dir(target, tmp_path) and (report.database / "target.json").exists()
@@ -128,7 +129,8 @@ def test_tune_over_tracker_names_a_missing_key(tracker_pool, capsys):
 
 def test_a_template_run_that_failed_is_tried_again():
     """A template baseline whose timed run failed (an RPC run timed out on a busy machine) is run once more before
-    it counts as unmeasured: without a baseline no tuned candidate of that task could be kept."""
+    it counts as unmeasured (without a baseline no tuned candidate of that task could be kept); then the tune log
+    says why."""
     from concurrent.futures import Future
 
     import tvm
@@ -136,7 +138,7 @@ def test_a_template_run_that_failed_is_tried_again():
     from tvm.s_tir import meta_schedule as ms
 
     from sparsecc.backends.tvm import resolve_target
-    from sparsecc.backends.tvm.tuning import _measure_templates
+    from sparsecc.backends.tvm.tuning import TEMPLATE_TRIES, _measure_templates
 
     a = te.placeholder((64,), "float32", name="a")
     mod = tvm.IRModule({"main": te.create_prim_func([a, te.compute((64,), lambda i: a[i] + 1.0, name="b")])})
@@ -146,17 +148,24 @@ def test_a_template_run_that_failed_is_tried_again():
             return [ms.builder.BuilderResult("unused.so", None) for _ in inputs]
 
     class FlakyRunner:
-        calls = 0
+        def __init__(self, fails: int):
+            self.calls, self.fails = 0, fails
 
         def run(self, inputs):
-            FlakyRunner.calls += 1
+            self.calls += 1
             futures = []
             for _ in inputs:
                 f: Future = Future()
-                f.set_result(ms.runner.RunnerResult(None, "timeout") if self.calls == 1
+                f.set_result(ms.runner.RunnerResult(None, "\nRPCRunner: session timed out\ntraceback")
+                             if self.calls <= self.fails
                              else ms.runner.RunnerResult([tvm.tirx.FloatImm("float64", 2e-6)], None))
                 futures.append(f)
             return futures
 
-    assert _measure_templates([mod], resolve_target("x86"), Builder(), FlakyRunner()) == [pytest.approx(0.002)]
-    assert FlakyRunner.calls == 2
+    once = FlakyRunner(fails=1)
+    assert _measure_templates([mod], resolve_target("x86"), Builder(), once) == [pytest.approx(0.002)]
+    assert once.calls == 2
+    always = FlakyRunner(fails=TEMPLATE_TRIES)  # no timing: the reason, as the tune log will print it
+    assert _measure_templates([mod], resolve_target("x86"), Builder(), always) == [
+        f"run failed ({TEMPLATE_TRIES} of {TEMPLATE_TRIES} tries): RPCRunner: session timed out"]
+    assert always.calls == TEMPLATE_TRIES

@@ -208,9 +208,10 @@ def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=120,
                                       f_export=None if tracker is None else partial(export_shared,
                                                                                     target=target_name(t)))
-    templates = _measure_templates([task.dispatched[0] for task in static], t, builder, runner)
-    for task, ms_ in zip(static, templates):
-        log(f"[tune] template {task.task_name}: " + ("build/run failed" if ms_ is None else _fmt(ms_)))
+    measured = _measure_templates([task.dispatched[0] for task in static], t, builder, runner)
+    for task, ms_ in zip(static, measured):
+        log(f"[tune] template {task.task_name}: " + (ms_ if isinstance(ms_, str) else _fmt(ms_)))
+    templates = [None if isinstance(ms_, str) else ms_ for ms_ in measured]
 
     progress = _Progress([task.task_name for task in static], templates, log)
     with tempfile.TemporaryDirectory(prefix="sparsecc-tune-") as work_dir, _quiet_meta_schedule():
@@ -319,9 +320,10 @@ def _mean_ms(run_secs: Any) -> float:
     return 1e3 * sum(float(s) for s in run_secs) / len(run_secs)
 
 
-def _measure_templates(mods: list[Any], t: Any, builder: Any, runner: Any) -> list[float | None]:
+def _measure_templates(mods: list[Any], t: Any, builder: Any, runner: Any) -> list[float | str]:
     """What ``compile`` without a database would run for each task (templates, else TVM's default loops), timed
-    by the tuning runner so the comparison with the candidates is like for like."""
+    by the tuning runner so the comparison with the candidates is like for like: per task its ms, or why it has
+    none (the builder's or the last run's error, first line)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -330,19 +332,24 @@ def _measure_templates(mods: list[Any], t: Any, builder: Any, runner: Any) -> li
     with t:  # dlight's ApplyDefaultSchedule updates the module it is given in place: schedule copies
         scheduled = [tvm.transform.Sequential(schedule_passes(t))(mod.clone()) for mod in mods]
     built = builder.build([ms.builder.BuilderInput(mod, t) for mod in scheduled])
-    out: list[float | None] = [None] * len(mods)
+    out: list[float | str] = [f"build failed: {_first_line(b.error_msg)}" if b.error_msg else "not run"
+                              for b in built]
     inputs = {i: ms.runner.RunnerInput(b.artifact_path, "cpu" if t.kind.name == "llvm" else t.kind.name,
                                        ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
               for i, (mod, b) in enumerate(zip(scheduled, built)) if b.error_msg is None}
-    for _ in range(TEMPLATE_TRIES):  # a run that failed is tried again: on a busy machine an RPC run can time out
-        todo = [i for i in inputs if out[i] is None]
+    for attempt in range(1, TEMPLATE_TRIES + 1):  # a run that failed is tried again: on a busy machine an RPC
+        todo = [i for i in inputs if isinstance(out[i], str)]  # run can time out
         if not todo:
             break
         for i, future in zip(todo, runner.run([inputs[i] for i in todo])):
             res = future.result()
-            if res.error_msg is None:
-                out[i] = _mean_ms(res.run_secs)
+            out[i] = (_mean_ms(res.run_secs) if res.error_msg is None
+                      else f"run failed ({attempt} of {TEMPLATE_TRIES} tries): {_first_line(res.error_msg)}")
     return out
+
+
+def _first_line(message: str) -> str:
+    return next((line.strip() for line in message.splitlines() if line.strip()), "no message")[:300]
 
 
 class _Progress:
