@@ -6,6 +6,8 @@ database keying and lookup, and that compiling without a database marks no funct
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -125,6 +127,27 @@ def test_tune_over_tracker_names_a_missing_key(tracker_pool, capsys):
     argv = ["tune", "model.onnx", "--tracker", tracker_pool, "--key", "no-such-key"]
     assert main(argv) == 2
     assert "has no device registered under key 'no-such-key'" in capsys.readouterr().err
+
+
+def test_tuning_registers_only_its_targets_tensor_intrinsics():
+    """MetaSchedule's ``TuneContext`` imports ``tvm.s_tir.tensor_intrin`` (every target's intrinsics, 79 s here);
+    tuning for x86 registers x86's and ARM's only, and that import then finds the package entered. Run in a fresh
+    process: this one may have imported the whole package already."""
+    code = """
+import sys, tvm
+from tvm.s_tir import TensorIntrin
+from sparsecc.backends.tvm import resolve_target
+from sparsecc.backends.tvm.tuning import register_tensor_intrinsics
+register_tensor_intrinsics(resolve_target("x86"))
+import tvm.s_tir.tensor_intrin
+from tvm.s_tir.meta_schedule import TuneContext
+TuneContext()  # imports the package for its side effect
+print(TensorIntrin.get("dot_16x4_vnni") is not None, TensorIntrin.get("mma_ldmatrix_f16_a", allow_missing=True),
+      "tvm.s_tir.tensor_intrin.cuda" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "None", "False"]
 
 
 def test_a_template_run_that_failed_is_tried_again():

@@ -56,7 +56,7 @@ TUNED_ATTR = "sparsecc.tuning_record"
 MIN_SPEEDUP = 1.03
 """A tuned schedule replaces the template only if template_latency / tuned_latency >= this: two timings of the same
 kernel differ by a few percent between runs here, and a record that merely ties the template is not worth keeping."""
-TEMPLATE_TRIES = 2
+TEMPLATE_TRIES = 3
 """Runs of a template baseline before it counts as failed (``_measure_templates``): without a baseline no candidate
 of that task can be kept."""
 
@@ -187,6 +187,7 @@ def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
     if trials < 1:
         raise SparseccError(f"trials must be >= 1, not {trials}")
     t = resolve_target(target)
+    register_tensor_intrinsics(t)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50)
     runner, where = _runner(t, evaluator, tracker, key, timeout)
     if cost_model == "auto":
@@ -203,9 +204,10 @@ def tune_graph(graph: Graph, target: TargetLike = "x86", *, trials: int = 64,
     log(f"[tune] {len(static)} tasks ({len(skipped)} with symbolic dims skipped), {trials} trials, "
         f"cost model {cost_model}, target key {db_dir.name}, timed on {where}")
 
-    # One build worker: the builds share the cores with the runner's timing. Its first job also pays for the
-    # worker's TVM import, which alone took over 30 s (the default timeout) on a busy 2-core machine here.
-    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=120,
+    # One build worker: the builds share the cores with the runner's timing. MetaSchedule starts it anew for
+    # every batch, which pays for the worker's TVM import each time: over 30 s (the default timeout) on a busy
+    # 2-core machine here.
+    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=120, f_build=build_candidate,
                                       f_export=None if tracker is None else partial(export_shared,
                                                                                     target=target_name(t)))
     measured = _measure_templates([task.dispatched[0] for task in static], t, builder, runner)
@@ -247,6 +249,54 @@ def _runner(t: Any, evaluator: Any, tracker: str | None, key: str | None, timeou
                                  session_timeout_sec=max(int(timeout), 60))
     return (ms.runner.RPCRunner(config, evaluator, max_workers=devices),
             f"{devices} '{key}' device{'s' * (devices > 1)} of tracker {tracker}")
+
+
+def build_candidate(mod: Any, target: Any, _params: Any) -> Any:
+    """MetaSchedule's build step (``LocalBuilder``'s ``f_build``), as ``compile`` builds: the record's weight-layout
+    blocks removed as in MetaSchedule's ``default_build``, then sparsecc's TIR pipeline (``pipeline.tir_pipeline``:
+    an N:M kernel's window gathers), so a template and its candidates are timed as they would be deployed. Unlike
+    ``default_build`` it does not import ``tvm.s_tir.tensor_intrin`` (every target's tensor intrinsics: 79 s on this
+    2-core machine), which the builder's process, restarted for every batch, paid each time."""
+    import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from .pipeline import tir_pipeline
+
+    return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target,
+                          pipeline=tir_pipeline(target))
+
+
+INTRINSIC_MODULES = {"cuda": ("cuda",), "llvm": ("x86", "arm_cpu")}
+"""The modules of ``tvm.s_tir.tensor_intrin`` whose intrinsics MetaSchedule's rules may use, per target kind
+(sparsecc's targets: x86, arm64, CUDA)."""
+PARTIAL_MARK = "_sparsecc_partial"
+
+
+def register_tensor_intrinsics(t: Any) -> None:
+    """Registers the tensor intrinsics MetaSchedule's rules may use for ``t`` (``INTRINSIC_MODULES``), and only
+    those. ``TuneContext`` imports ``tvm.s_tir.tensor_intrin`` for that side effect, which registers every target's:
+    79 s on this 2-core machine, 54 of them CUDA's, before an x86 tuning run could start (x86 and ARM's take 6 s).
+    So the package is entered in ``sys.modules`` without running its ``__init__`` (its submodules still import by
+    name), and that import finds it done. A process that imported the whole package already keeps it; another
+    target kind imports it whole."""
+    import importlib
+    import importlib.util
+    import sys
+
+    import tvm.s_tir
+
+    name = "tvm.s_tir.tensor_intrin"
+    modules = INTRINSIC_MODULES.get(t.kind.name)
+    package = sys.modules.get(name)
+    if package is None and modules is not None:
+        package = importlib.util.module_from_spec(importlib.util.find_spec(name))
+        setattr(package, PARTIAL_MARK, True)  # entered here, its __init__ not run
+        sys.modules[name] = tvm.s_tir.tensor_intrin = package
+    if package is None or not getattr(package, PARTIAL_MARK, False):
+        importlib.import_module(name)  # whole, or already whole
+        return
+    for module in modules if modules is not None else ("cuda", "x86", "arm_cpu", "rocm", "hexagon", "riscv_cpu"):
+        importlib.import_module(f"{name}.{module}")
 
 
 def export_shared(module: Any, target: str) -> str:
