@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsecc.bench import host_cpu
+from sparsecc.bench import host_cpu, wall_times
 
 from .run import RESULTS
 
@@ -52,17 +52,7 @@ def child(artifact: str, iterations: int) -> dict[str, float]:
     a, b = torch.randn(384, 1536), torch.randn(1536, 384)
     calls = {"sparsecc": lambda: runner(*arrays), "torch": lambda: torch.mm(a, b),
              "mixed": lambda: (torch.mm(a, b), runner(*arrays))}
-    out = {}
-    for name, fn in calls.items():
-        for _ in range(5):
-            fn()
-        times = []
-        for _ in range(iterations):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        out[name] = float(np.median(times))
-    return out
+    return {name: float(np.median(wall_times(fn, repeat=iterations, warmup=5))) for name, fn in calls.items()}
 
 
 def build_artifact(path: Path) -> None:
