@@ -278,7 +278,7 @@ def register_tensor_intrinsics(t: Any) -> None:
     79 s on this 2-core machine, 54 of them CUDA's, before an x86 tuning run could start (x86 and ARM's take 6 s).
     So the package is entered in ``sys.modules`` without running its ``__init__`` (its submodules still import by
     name), and that import finds it done. A process that imported the whole package already keeps it; another
-    target kind imports it whole."""
+    target kind runs the package's own ``__init__``."""
     import importlib
     import importlib.util
     import sys
@@ -286,16 +286,19 @@ def register_tensor_intrinsics(t: Any) -> None:
     import tvm.s_tir
 
     name = "tvm.s_tir.tensor_intrin"
-    modules = INTRINSIC_MODULES.get(t.kind.name)
     package = sys.modules.get(name)
-    if package is None and modules is not None:
+    if package is None:
         package = importlib.util.module_from_spec(importlib.util.find_spec(name))
         setattr(package, PARTIAL_MARK, True)  # entered here, its __init__ not run
         sys.modules[name] = tvm.s_tir.tensor_intrin = package
-    if package is None or not getattr(package, PARTIAL_MARK, False):
-        importlib.import_module(name)  # whole, or already whole
+    if not getattr(package, PARTIAL_MARK, False):
+        return  # imported whole
+    modules = INTRINSIC_MODULES.get(t.kind.name)
+    if modules is None:  # not a sparsecc target kind: every target's, as TVM would
+        package.__spec__.loader.exec_module(package)
+        delattr(package, PARTIAL_MARK)
         return
-    for module in modules if modules is not None else ("cuda", "x86", "arm_cpu", "rocm", "hexagon", "riscv_cpu"):
+    for module in modules:
         importlib.import_module(f"{name}.{module}")
 
 
