@@ -72,6 +72,7 @@ def _compressed(model, dyn, spec: str, ids, mask, dense_out, arrays, eager_ms: f
     """The same model compressed with ``spec``, calibrated on the built-in sentences: size, fidelity to the dense
     model on the sample sentences (not used for calibration), latency."""
     import sparsecc
+    from sparsecc.fidelity import check_fidelity
     from sparsecc.models.minilm import CALIBRATION_SENTENCES, Tokenizer
 
     c_ids, c_mask = Tokenizer(ids.shape[1])(CALIBRATION_SENTENCES)
@@ -89,4 +90,7 @@ def _compressed(model, dyn, spec: str, ids, mask, dense_out, arrays, eager_ms: f
     say(f"{spec}: compiled in {time.perf_counter() - t0:.1f} s; linear weights {dense_mb:.1f} -> {mb:.1f} MB; "
         f"cosine to the dense embeddings: mean {cos.mean():.4f}, min {cos.min():.4f}")
     say(f"{spec}: latency {ms:.2f} ms -> {ms / eager_ms:.2f}x PyTorch eager fp32")
-    return {"spec": spec, "mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "ms": ms, "mb": mb}
+    fidelity = check_fidelity(cm, ids.numpy(), mask.numpy())
+    say(f"{spec}: deployed vs interpreter: {fidelity.summary()}")
+    return {"spec": spec, "mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "ms": ms, "mb": mb,
+            "fidelity": {k: v for k, v in fidelity.as_dict().items() if k != "layers"}}

@@ -16,6 +16,7 @@ import torch
 import sparsecc
 from sparsecc.compiler import capture, compress_graph
 from sparsecc.errors import InputError, SparseccError
+from sparsecc.fidelity import check_fidelity
 from sparsecc.interpreter import run_graph
 from sparsecc.ir import encodings as E
 from sparsecc.ir.encodings import QuantSpec
@@ -372,6 +373,11 @@ def test_digits_cnn_compression(spec, digits, digits_graph, digits_compiled):
           f"{ties.sum()} images on a rounding tie")
     assert abs(accuracy(deployed, y) - acc) <= ties.mean() and acc >= ACCURACY_FLOOR[spec]
     assert accuracy(deployed[~ties], y[~ties]) == accuracy(interp[~ties], y[~ties])
+    if spec in ("int8", "w8a8", "w7a8", "w4a8"):  # layer by layer: every kernel on the deployed input
+        report = check_fidelity(cm, x.numpy()[:64])
+        print(f"[digits {spec}] deployed vs interpreter: {report.summary()}")
+        assert report.instrumented_vs_deployed == 0.0 and report.kernel_diff <= 1e-5
+        assert report.end_to_end <= 1e-4 or report.code_flips > 0
 
 
 def test_pass_skips_shared_weights_and_keeps_input_graph():
@@ -539,6 +545,22 @@ def test_minilm_sparsegpt_2_4_int8(minilm_graph, minilm_dense, minilm_calibratio
     print(f"\n[minilm 2:4+int8] cosine to dense: sparsegpt mean {cos.mean():.4f} min {cos.min():.4f}; "
           f"magnitude+rtn mean {baseline.mean():.4f} min {baseline.min():.4f}")
     assert cos.mean() > baseline.mean() and cos.min() > 0.5
+
+
+def test_minilm_w7a8_kernels_compute_what_the_interpreter_computes(minilm_graph, minilm_calibration, minilm_inputs,
+                                                                    one_math_thread):
+    """W7A8 (static activation scales): every kernel, fed the deployed input of its layer, is within float32
+    rounding of the interpreter. Where the end-to-end outputs differ by more, activation codes rounded apart, and
+    the first layer where they did has an input that differs only by float32 rounding (the compiled layer norms
+    and attention sum in another order): a tie, not a kernel computing something else."""
+    ids, mask = (t.numpy() for t in minilm_inputs)
+    cm = sparsecc.compile(None, graph=minilm_graph.copy(), compress="w7a8@rtn", calibration=minilm_calibration)
+    report = check_fidelity(cm, ids, mask)
+    print(f"\n[minilm w7a8] deployed vs interpreter: {report.summary()}")
+    assert len(report.layers) == N_LINEARS and all(layer.codes for layer in report.layers)
+    assert report.instrumented_vs_deployed == 0.0 and report.kernel_diff <= 1e-5
+    if report.end_to_end > 1e-4:
+        assert report.code_flips > 0 and report.first_flip.input_diff <= 1e-5
 
 
 def test_minilm_int4_lrc_compensation(minilm_graph, minilm_dense, minilm_calibration, minilm_inputs,
