@@ -1,4 +1,4 @@
-"""The ``sparsecc`` command line: compile, export, run, inspect, bench, demo.
+"""The ``sparsecc`` command line: compile, export, run, check, inspect, bench, demo, tune.
 
 Errors sparsecc raises on purpose (bad model file, unsupported op, wrong inputs, tampered
 artifact) print one line and exit with status 2; anything else is a bug and shows its traceback.
@@ -90,24 +90,54 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {args.model}: {len(graph.nodes)} ops, opset {args.opset} -> {args.output}")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    import sparsecc
+def read_inputs(names: list[str], specs: list[str]) -> list[np.ndarray]:
+    """``--input NAME=FILE.npy`` options -> the arrays in the model's input order (every input named once)."""
     from sparsecc.compiler import check_inputs
 
-    cm = sparsecc.load(args.artifact)
     given = {}
-    for spec in args.input:
+    for spec in specs:
         name, _, path = spec.partition("=")
         try:
             given[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise SparseccError(f"--input {name}: cannot read {path} as .npy ({e})") from None
-    outs = cm(*check_inputs(cm.input_names, given))
+    return check_inputs(names, given)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    import sparsecc
+
+    cm = sparsecc.load(args.artifact)
+    outs = cm(*read_inputs(cm.input_names, args.input))
     outs = outs if isinstance(outs, tuple) else (outs,)
     np.savez(args.output, **dict(zip(cm.output_names, outs)))
     for name, o in zip(cm.output_names, outs):
         print(f"{name}: {o.dtype}{list(o.shape)}")
     print(f"wrote {args.output}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import sparsecc
+    from sparsecc.fidelity import check_fidelity
+
+    cm = sparsecc.load(args.artifact)
+    report = check_fidelity(cm, *read_inputs(cm.input_names, args.input))
+    print(f"{'layer':24} {'encoding':18} {'input diff':>10} {'kernel diff':>11} {'codes apart':>14}")
+    for layer in report.layers:
+        codes = "-" if layer.codes is None else f"{layer.code_flips}/{layer.codes}"
+        print(f"{layer.node:24} {layer.encoding:18} {layer.input_diff:10.1e} {layer.kernel_diff:11.1e} {codes:>14}")
+    print(report.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=1))
+    bad = [layer.node for layer in report.layers if layer.kernel_diff > args.tolerance]
+    if bad:
+        print(f"FAILED: {len(bad)} kernels differ from the interpreter by more than {args.tolerance:g} on their "
+              f"deployed input: {', '.join(bad)}")
+        return 1
+    print(f"ok: every kernel within {args.tolerance:g} of the interpreter on its deployed input"
+          + (" (the end-to-end difference comes from activation codes rounded apart)"
+             if report.end_to_end > args.tolerance else ""))
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -329,6 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="outputs.npz", help="where to write the outputs (.npz)")
     p.set_defaults(fn=cmd_run)
 
+    p = sub.add_parser("check", help="run an artifact and the interpreter on .npy inputs and compare them layer by "
+                       "layer (exit 1 if a kernel computes something else)", epilog=EPILOG,
+                       description="Builds the artifact's graph once more with every linear/conv input and output "
+                       "returned, runs it and the interpreter, and per layer prints: the input difference (what "
+                       "upstream float order did), the kernel's difference on the deployed input (the kernel "
+                       "against its specification) and, for input-quantizing layers, the activation codes that "
+                       "rounded apart. Runs where the artifact runs (x86 here).")
+    p.add_argument("artifact")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="one per model input")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative kernel difference accepted "
+                   "(default 1e-4)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the per-layer report as JSON")
+    p.set_defaults(fn=cmd_check)
+
     p = sub.add_parser("inspect", help="show an artifact's inputs, outputs, target, layers and sizes", epilog=EPILOG)
     p.add_argument("artifact")
     p.add_argument("--json", action="store_true", help="print the raw manifest")
@@ -390,11 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        return args.fn(args) or 0  # a command that checks something returns 1 when it fails
     except SparseccError as e:
         print(f"sparsecc: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

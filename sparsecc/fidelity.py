@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparsecc.errors import SparseccError
 from sparsecc.ir.graph import Graph
 
 LAYER_OPS = ("linear", "conv")
@@ -97,12 +98,19 @@ def check_fidelity(model: Any, *inputs: np.ndarray, target: Any = "x86") -> Fide
     returned; for a ``CompiledModel`` its own outputs are compared with that build's."""
     import torch
 
-    from sparsecc.backends.tvm import compile_graph, prepare_graph
+    from sparsecc.backends.tvm import compile_graph, prepare_graph, target_name
+    from sparsecc.compiler import RUNNABLE_HERE
     from sparsecc.interpreter.interpreter import Interpreter
 
     compiled = None if isinstance(model, Graph) else model
+    plain = None
     if compiled is not None:
+        plain = compiled(*inputs)  # first: an artifact for another device fails here, before any build
+        plain = plain if isinstance(plain, tuple) else (plain,)
         model, target = compiled.graph, compiled.manifest["target"]["name"]
+    elif target_name(target) not in (*RUNNABLE_HERE, "cuda"):
+        raise SparseccError(f"check_fidelity runs the model here; a {target_name(target)} build cannot run on this "
+                            "machine (check an x86 build of the same graph: its layers compute the same codes)")
     graph = prepare_graph(model, target)
     layers = [n for n in graph.nodes if n.op in LAYER_OPS and all(not i or i in graph.params for i in n.inputs[1:])]
     probed = list(dict.fromkeys(v for n in layers for v in (n.inputs[0], n.outputs[0]) if v not in graph.outputs))
@@ -129,9 +137,6 @@ def check_fidelity(model: Any, *inputs: np.ndarray, target: Any = "x86") -> Fide
                 row.code_flips, row.codes = int((codes_dep != codes_ref).sum()), codes_ref.numel()
             report.append(row)
     end_to_end = max(relative_diff(deployed[o], reference[o]) for o in graph.outputs)
-    plain = None
-    if compiled is not None:
-        outs = compiled(*inputs)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        plain = max(relative_diff(deployed[o], out) for o, out in zip(graph.outputs, outs))
+    if plain is not None:
+        plain = max(relative_diff(deployed[o], out) for o, out in zip(graph.outputs, plain))
     return FidelityReport(end_to_end, plain, report)

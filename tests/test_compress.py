@@ -377,7 +377,7 @@ def test_digits_cnn_compression(spec, digits, digits_graph, digits_compiled):
         report = check_fidelity(cm, x.numpy()[:64])
         print(f"[digits {spec}] deployed vs interpreter: {report.summary()}")
         assert report.instrumented_vs_deployed == 0.0 and report.kernel_diff <= 1e-5
-        assert report.end_to_end <= 1e-4 or report.code_flips > 0
+        assert report.end_to_end <= 1e-4 or (report.code_flips > 0 and report.first_flip.input_diff <= 1e-5)
 
 
 def test_pass_skips_shared_weights_and_keeps_input_graph():

@@ -566,6 +566,14 @@ def test_solve_respects_a_tiny_damage_cap():
     assert sorted(choice) == [0, 1, 1] or sorted(choice) == [0, 0, 2]
 
 
+def test_solve_tells_a_tiny_damage_from_none():
+    """Objectives are scaled so that HiGHS's absolute gap (1e-6) does not swallow a damage of 1e-7 next to one of
+    9: with room for every layer dense, every layer stays dense (before: 4 of 6 took the 1.2e-7 option)."""
+    layers = [[dict(damage=0.0, ms=1.0), dict(damage=1.2e-7, ms=0.5), dict(damage=9.0, ms=0.2)] for _ in range(6)]
+    assert solve(layers, "damage", {"ms": 6.0}) == [0] * 6
+    assert sorted(solve(layers, "damage", {"ms": 5.5})) == [0] * 5 + [1]  # one layer must give 0.5 ms
+
+
 def test_plan_without_latencies_is_by_bytes(tmp_path):
     """A target this machine cannot time: a size budget or max-drop plans by bytes; a latency budget asks for a
     device (or a table)."""

@@ -10,6 +10,12 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from sparsecc.errors import SparseccError
 
 
+OBJECTIVE_SCALE = 1e6
+"""The largest objective coefficient after scaling. HiGHS stops within an absolute gap of 1e-6 of the optimum:
+with the largest at 1.0, a plan 1e-7 (an int8 layer's damage) worse than the best one passed as optimal; at 1e6,
+objectives down to 1e-12 of the largest still count."""
+
+
 def solve(options: Sequence[Sequence[Mapping[str, float]]], objective: str,
           caps: Mapping[str, float]) -> list[int]:
     """Per layer, the index of the chosen option: minimize the sum of ``objective`` over the chosen options
@@ -30,7 +36,7 @@ def solve(options: Sequence[Sequence[Mapping[str, float]]], objective: str,
     for metric, cap in caps.items():
         upper[costs[metric] > cap] = 0  # an option that alone exceeds a cap can never be part of a plan
     c = np.array([opt[objective] for opt in flat], dtype=np.float64)
-    c = c / max(float(np.abs(c).max()), 1e-300)
+    c = c * (OBJECTIVE_SCALE / max(float(np.abs(c).max()), 1e-300))
     margin = dict.fromkeys(caps, 0.0)
     for _ in range(4):  # HiGHS allows ~1e-6 of violation: rows are scaled to order 1, and re-checked below
         constraints = [LinearConstraint(rows, 1, 1)]
