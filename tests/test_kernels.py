@@ -271,7 +271,7 @@ def test_vectorisable_exp_is_within_an_ulp():
     x = te.placeholder((1 << 20,), "float32")
     fn = tvm.compile(te.create_prim_func([x, exp(x)]), {"kind": "llvm"})
     a = np.concatenate([np.linspace(-110, 90, 1 << 19), RNG.standard_normal(1 << 19) * 5]).astype("float32")
-    a[:4] = [np.nan, np.inf, -np.inf, 0.0]
+    a[:5] = [np.nan, np.inf, -np.inf, 0.0, np.finfo(np.float32).min]  # the last: a masked attention score
     out = tvm.runtime.tensor(np.zeros_like(a))
     fn(tvm.runtime.tensor(a), out)
     out = out.numpy()
@@ -281,5 +281,5 @@ def test_vectorisable_exp_is_within_an_ulp():
     normal = (exact > np.finfo(np.float32).tiny) & (exact < np.finfo(np.float32).max)
     assert (err / exact)[normal].max() < 1.5e-7  # 1 ulp is 1.19e-7
     assert err[(exact > 0) & ~normal & (exact < 1)].max() < 2e-45  # subnormals exact to 1 ulp
-    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == 0.0 and out[3] == 1.0
+    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == 0.0 and out[3] == 1.0 and out[4] == 0.0
     assert np.isinf(out[a > 88.73]).all() and (out[a < -103.98] == 0).all()
