@@ -483,6 +483,11 @@ def test_two_point_latency_model_and_its_budget():
         flat = Latencies(layers, model_ms=10.0, fastest_ms=fastest_ms, fastest=fastest, bytes=nbytes)
         assert flat.per_byte_ms == 0.0 and flat.predict({"fc1": "int8"}) == pytest.approx(9.0)
     assert Latencies(layers, model_ms=10.0, fastest_ms=4.5, fastest=fastest).per_byte_ms == 0.0  # no bytes
+    # a fit that would charge the dense weights more than the model spends outside its layers (1 ms of 5) is
+    # capped there: nothing is left for the rest, and no plan is predicted below 0
+    noisy = Latencies(layers, model_ms=5.0, fastest_ms=1.0, fastest=fastest, bytes=nbytes)
+    assert noisy.per_byte_ms == pytest.approx(1.0 / 600) and noisy.rest_ms == pytest.approx(0.0, abs=1e-12)
+    assert noisy.predict({}) == pytest.approx(5.0) and noisy.predict(fastest) == pytest.approx(1.5 + 200 / 600)
 
 
 def test_latency_budgets(digits_analysis):
