@@ -447,19 +447,19 @@ def write_results(doc: dict, out: Path) -> None:
               "0.005 = one sentence) is reported but too coarse to rank encodings. \"Within 0.005\" includes a "
               "difference of exactly one sentence.", ""]
     lines += [f"* {a['check']}: {verdict[a['holds']]} ({a['values']})" for a in doc["acceptance"]]
-    bad = [f"{model} {spec}" for model in ("minilm", "digits") for spec, r in doc.get(model, {}).get("rows", {}).items()
-           if r.get("max_rel_diff_interp") is not None and r["max_rel_diff_interp"] > MAX_REL_DIFF]
-    lines += [f"* deployed vs interpreter ≤ {MAX_REL_DIFF:g} for every encoding, end to end: "
-              + (verdict[True] if not bad else f"{verdict[False]} ({', '.join(bad)})")]
-    bad = [f"{model} {spec}" for model in ("minilm", "digits") for spec, r in doc.get(model, {}).get("rows", {}).items()
-           if r.get("max_kernel_diff_interp") is not None and r["max_kernel_diff_interp"] > MAX_REL_DIFF]
-    measured = any(r.get("max_kernel_diff_interp") is not None for model in ("minilm", "digits")
-                   for r in doc.get(model, {}).get("rows", {}).values())
-    lines += [f"* deployed vs interpreter ≤ {MAX_REL_DIFF:g} for every encoding, per kernel on the deployed input: "
-              + (verdict[None] if not measured else verdict[True] if not bad else
-                 f"{verdict[False]} ({', '.join(bad)})")]
+    lines += [_bound_verdict(doc, "max_rel_diff_interp", "end to end", verdict),
+              _bound_verdict(doc, "max_kernel_diff_interp", "per kernel on the deployed input", verdict)]
     (out / "quality.md").write_text("\n".join(lines) + "\n")
     plot(doc, out / "quality.png")
+
+
+def _bound_verdict(doc: dict, key: str, what: str, verdict: dict) -> str:
+    """The acceptance line "deployed vs interpreter <= MAX_REL_DIFF for every encoding" for one measure ``key``."""
+    values = {f"{model} {spec}": r[key] for model in ("minilm", "digits")
+              for spec, r in doc.get(model, {}).get("rows", {}).items() if r.get(key) is not None}
+    bad = [name for name, v in values.items() if v > MAX_REL_DIFF]
+    return (f"* deployed vs interpreter ≤ {MAX_REL_DIFF:g} for every encoding, {what}: "
+            + (verdict[None] if not values else verdict[True] if not bad else f"{verdict[False]} ({', '.join(bad)})"))
 
 
 def plot(doc: dict, path: Path) -> None:
