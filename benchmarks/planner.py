@@ -8,17 +8,18 @@ CPU with a fresh cache, so every number is from this run), then for each budget:
 
 * the **Hessian plan** ``choose(analysis, budget)`` (the default: Hessian traces, damages refined by measuring
   each candidate alone), and the **Hessian-only** plan (damages from the HAWQ-form estimate alone);
-* the **uniform plan** the budget is taken from: one spec on every layer that can take it (MiniLM: latency
-  budgets equal to the predicted latency of uniform ``MINILM_UNIFORM``; digits: size budgets equal to the bytes
-  of uniform ``DIGITS_UNIFORM``), so the uniform plan costs at least as much;
+* the **uniform plan** the budget is taken from: one spec on every layer that can take it, for every spec of the
+  planner's ladder that some layer can take (MiniLM: latency budgets equal to the uniform plan's predicted
+  latency; digits: size budgets equal to its bytes), so the uniform plan costs at least as much;
 * **random plans** of equal cost: the same knapsack with each candidate's damage replaced by a random number.
 
 Every plan is compressed with the pass, compiled, and evaluated through the deployed artifact (MiniLM: WordSim
 rho, polarity accuracy (single 5-fold split, and the mean of 10 repeated splits), cosine to dense, as in
-``benchmarks/quality.py``; digits: held-out accuracy) and its
-end-to-end latency measured at the planner's shapes (batch 1; numpy in and out; median over 2 s of calls after
-0.2 s of warm-up, as the planner times whole models), in turns with the dense model, next to the plan's
-prediction (in ms, and as a fraction of dense). Also timed: ``analyze`` with a cold and a warm measurement cache (MiniLM, default settings), and the
+``benchmarks/quality.py``; digits: held-out accuracy) and its end-to-end latency measured at the planner's shapes
+(batch 1; numpy in and out; median over 2 s of calls after 0.2 s of warm-up, as the planner times whole models),
+in turns with the dense model, next to the plan's prediction (in ms, and as a fraction of dense). A plan whose
+per-layer choice equals an earlier one's is built once and shares its numbers. Also timed: ``analyze`` with a cold
+and a warm measurement cache (MiniLM, default settings), and the
 layer ranking from two Hessian seeds (Spearman).
 """
 from __future__ import annotations
@@ -43,11 +44,6 @@ from .quality import CALIB_IMAGES, CALIB_SENTENCES, SEQ, MinilmScore, code_versi
     run_batched
 from .run import RESULTS
 
-MINILM_UNIFORM = ("w8a8", "lowrank:0.5+int8@rtn", "lowrank:0.5", "lowrank:0.25", "lowrank:0.25+int8@rtn")
-"""Uniform plans whose latency sets a MiniLM budget; one that is the fastest plan itself (every layer at its
-fastest candidate: which lowrank:0.25 variant that is depends on the kernels) is skipped, since its latency admits
-that one plan only and every planner would return it."""
-DIGITS_UNIFORM = ("int8", "int4-g64", "int4-g32", "2:4+int8", "lowrank:0.5", "lowrank:0.5+int8@rtn", "lowrank:0.25")
 JUDGED = {"minilm": ("wordsim", "polarity_acc_10x5", "cos_to_dense"), "digits": ("accuracy",)}
 """Metrics a verdict is judged on. MiniLM's polarity accuracy is judged as the mean over 10 repeats of stratified
 5-fold logistic regression: a single 5-fold split of these 200 sentences (one sentence is 0.005) moved by up to
@@ -81,6 +77,25 @@ def totals(analysis: Any, choice: dict[str, str]) -> dict[str, float]:
         damage, bytes_ = damage + c.damage, bytes_ + c.bytes
     lat = analysis.latencies
     return {"damage": damage, "bytes": bytes_, "predicted_ms": lat.predict(choice) if lat else None}
+
+
+def uniform_budgets(name: str, analysis: Any, cost: str, dense: float, least: float,
+                    budget: Callable[[float], Any]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """A budget from every uniform plan: each non-dense spec some layer has as a candidate, its ``cost``
+    (``totals`` key) as a fraction of ``dense``. A uniform plan that costs the ``least`` any plan can is skipped
+    (returned second): its budget admits that one plan only, and every planner would return it."""
+    from sparsecc.planner.candidates import DENSE
+
+    specs = dict.fromkeys(c.spec for cands in analysis.candidates.values() for c in cands if c.spec != DENSE)
+    budgets, skipped = [], []
+    for spec in specs:
+        value = totals(analysis, uniform_choice(analysis, spec))[cost]
+        if value <= least * 1.001:
+            skipped.append(spec)
+            say(f"{name}: uniform {spec} is the cheapest plan ({cost} {value:.4g}): no budget from it")
+        else:
+            budgets.append((spec, budget(round_up(value / dense))))
+    return budgets, skipped
 
 
 def layer_names(analysis: Any) -> list[list[str]]:
@@ -139,14 +154,20 @@ def evaluate_plans(name: str, graph: Any, calib: Any, plans: list[dict], score: 
     from sparsecc.passes.compress import compress, parse_spec
 
     dense = sparsecc.compile(None, graph=graph, target="x86").runner()
+    seen: dict[frozenset, tuple[str, dict]] = {}  # choice -> (which plan, its measurements and scores)
     for plan in plans:
         t0 = time.perf_counter()
-        compressed, _ = compress(graph, {n: parse_spec(s) for n, s in plan["choice"].items()}, calib)
-        cm = sparsecc.compile(None, graph=compressed, target="x86")
-        runner = cm.runner()
-        plan["measured_ms"], plan["dense_now_ms"] = models_call_ms([lambda: runner(*example),
-                                                                    lambda: dense(*example)])
-        plan.update(score(cm))
+        key = frozenset(plan["choice"].items())
+        if key in seen:  # the same per-layer choice as an earlier plan: the same artifact, not built twice
+            plan["same_as"], results = seen[key]
+        else:
+            compressed, _ = compress(graph, {n: parse_spec(s) for n, s in plan["choice"].items()}, calib)
+            cm = sparsecc.compile(None, graph=compressed, target="x86")
+            runner = cm.runner()
+            ms, dense_ms = models_call_ms([lambda: runner(*example), lambda: dense(*example)])
+            results = {"measured_ms": ms, "dense_now_ms": dense_ms, **score(cm)}
+            seen[key] = (f"{plan['budget']} {plan['kind']}", results)
+        plan.update(results)
         plan["seconds"] = round(time.perf_counter() - t0, 1)
         pred = plan["predicted_ms"]
         shown = {k: plan[k] for k in ("wordsim", "polarity_acc", "polarity_acc_10x5", "cos_to_dense", "accuracy")
@@ -154,7 +175,7 @@ def evaluate_plans(name: str, graph: Any, calib: Any, plans: list[dict], score: 
         say(f"{name} {plan['budget']:16} {plan['kind']:18} " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
             + f"; {plan['bytes'] / 1e6:.2f} MB; latency {plan['measured_ms']:.2f} ms, dense in turn "
             f"{plan['dense_now_ms']:.2f}" + ("" if pred is None else f" (predicted {pred:.2f})")
-            + f" [{plan['seconds']} s]")
+            + f" [{plan['seconds']} s" + (f", same plan as {plan['same_as']}]" if "same_as" in plan else "]"))
 
 
 def minilm(randoms: int) -> dict:
@@ -196,14 +217,8 @@ def minilm(randoms: int) -> dict:
     lat = analysis.latencies
     fastest = lat.rest_ms + sum(min(lat.cost(node, c.spec) for c in cands)
                                 for node, cands in analysis.candidates.items())  # the lowest predicted plan
-    budgets, skipped = [], []
-    for u in MINILM_UNIFORM:
-        predicted = totals(analysis, uniform_choice(analysis, u))["predicted_ms"]
-        if predicted <= fastest * 1.001:
-            skipped.append(u)
-            say(f"minilm: uniform {u} is the fastest plan ({predicted:.2f} ms predicted): no budget from it")
-            continue
-        budgets.append((u, Budget(latency=round_up(predicted / lat.model_ms))))
+    budgets, skipped = uniform_budgets("minilm", analysis, "predicted_ms", lat.model_ms, fastest,
+                                       lambda f: Budget(latency=f))
     plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
         analysis, budgets, randoms)
     evaluate_plans("minilm", graph, calib, plans, score, [a[:1] for a in score.pol_in])
@@ -228,9 +243,9 @@ def digits(randoms: int) -> dict:
     batches = load_batches(graph, (x_tr[:CALIB_IMAGES].numpy(),), batch_size=32)
     calib = calibrate(graph, batches)
     analysis = analyze(graph, batches, "x86", calibration=calib, loss="kl", only_faster=False)
-    dense_bytes = totals(analysis, {})["bytes"]
-    budgets = [(u, Budget(size=round_up(totals(analysis, uniform_choice(analysis, u))["bytes"] / dense_bytes)))
-               for u in DIGITS_UNIFORM if uniform_choice(analysis, u)]
+    smallest = sum(min(c.bytes for c in cands) for cands in analysis.candidates.values())
+    budgets, skipped = uniform_budgets("digits", analysis, "bytes", totals(analysis, {})["bytes"], smallest,
+                                       lambda f: Budget(size=f))
     plans = [{"budget": "none", "kind": "dense", "choice": {}, **totals(analysis, {})}] + plans_for(
         analysis, budgets, randoms)
     test = (x_te.numpy(),)
@@ -240,14 +255,16 @@ def digits(randoms: int) -> dict:
 
     evaluate_plans("digits", graph, calib, plans, score, [x_te[:1].numpy()])
     return {"plans": plans, "model_ms": analysis.latencies.model_ms, "metrics": ["accuracy"],
-            "layers": layer_names(analysis),
+            "uniform_skipped": skipped, "layers": layer_names(analysis),
             "sensitivity": {n: t.per_weight for n, t in analysis.traces.items()},
             "data": {"calibration_images": CALIB_IMAGES, "loss": "kl"}}
 
 
 def verdicts(doc: dict) -> list[dict]:
     """Per model and budget: Hessian plan vs its uniform plan and vs the mean of the random plans, strictly
-    better on each ``JUDGED`` metric (all metrics are kept in the record); predicted vs measured latency."""
+    better on each ``JUDGED`` metric (all metrics are kept in the record), and whether the uniform plan measured at
+    least the Hessian plan's cost (latency budgets: measured fraction of the dense model timed in turn; size
+    budgets: bytes); predicted vs measured latency."""
     out = []
     for model in ("minilm", "digits"):
         if model not in doc:
@@ -260,11 +277,15 @@ def verdicts(doc: dict) -> list[dict]:
             rand = [p for p in group if p["kind"].startswith("random")]
             mean = {m: float(np.mean([p[m] for p in rand])) for m in metrics} if rand else {}
             judged = JUDGED[model]
+            cost = (lambda p: p["measured_ms"] / p["dense_now_ms"]) if budget.startswith("latency") else \
+                (lambda p: p["bytes"])
             out.append({"model": model, "budget": budget, "uniform": uni["kind"], "judged_on": list(judged),
                         "vs_uniform": all(hess[m] > uni[m] for m in judged),
                         "vs_random_mean": all(hess[m] > mean[m] for m in judged) if rand else None,
                         "hessian": {m: hess[m] for m in metrics}, "uniform_values": {m: uni[m] for m in metrics},
-                        "random_mean": mean, "hessian_ms": hess["measured_ms"], "uniform_ms": uni["measured_ms"]})
+                        "random_mean": mean, "hessian_ms": hess["measured_ms"], "uniform_ms": uni["measured_ms"],
+                        "hessian_cost": cost(hess), "uniform_cost": cost(uni),
+                        "uniform_costs_no_less": cost(uni) >= cost(hess)})
         for p in plans:
             if p.get("predicted_ms") is not None:
                 p["prediction_error"] = p["predicted_ms"] / p["measured_ms"] - 1
@@ -294,7 +315,8 @@ def write_markdown(doc: dict, path: Path) -> None:
             pred = "" if p.get("predicted_ms") is None else f"{p['predicted_ms']:.2f}"
             err, frac = ("" if p.get(k) is None else f"{100 * p[k]:+.1f}%" for k in ("prediction_error",
                                                                                        "fraction_error"))
-            lines.append(f"| {p['budget']} | {p['kind']} | " + " | ".join(f"{p[m]:.4f}" for m in metrics)
+            kind = p["kind"] + (f" (same plan as {p['same_as']})" if "same_as" in p else "")
+            lines.append(f"| {p['budget']} | {kind} | " + " | ".join(f"{p[m]:.4f}" for m in metrics)
                          + f" | {p['bytes'] / 1e6:.2f} | {pred} | {p['measured_ms']:.2f} | {p['dense_now_ms']:.2f} "
                          f"| {err} | {frac} | {p['damage']:.3g} |")
         lines += per_layer(d)
@@ -305,14 +327,24 @@ def write_markdown(doc: dict, path: Path) -> None:
                       f"Hessian layer ranking seed 0 vs 1: Spearman {d['seed_spearman']:.4f}."]
         lines.append("")
     lines += ["## Verdicts", "",
-              "| model | budget | judged on | vs uniform (strictly better) | vs mean of random | Hessian / uniform / "
-              "random mean |", "|---|---|---|---|---|---|"]
+              "| model | budget | judged on | vs uniform (strictly better) | uniform measured no cheaper | vs mean of "
+              "random | Hessian / uniform / random mean |", "|---|---|---|---|---|---|---|"]
     for v in doc["verdicts"]:
         values = "; ".join(f"{m} {v['hessian'][m]:.4f} / {v['uniform_values'][m]:.4f} / {v['random_mean'][m]:.4f}"
                            for m in v["hessian"])
+        costs = (f"{v['uniform_cost']:.3f} vs {v['hessian_cost']:.3f} of dense" if v["budget"].startswith("latency")
+                 else f"{v['uniform_cost'] / 1e3:.1f} vs {v['hessian_cost'] / 1e3:.1f} kB")
         lines.append(f"| {v['model']} | {v['budget']} ({v['uniform']}) | {', '.join(v['judged_on'])} | "
-                     f"{'holds' if v['vs_uniform'] else 'DOES NOT'} | {'holds' if v['vs_random_mean'] else 'DOES NOT'} "
-                     f"| {values} |")
+                     f"{'holds' if v['vs_uniform'] else 'DOES NOT'} | {'yes' if v['uniform_costs_no_less'] else 'NO'} "
+                     f"({costs}) | "
+                     f"{'holds' if v['vs_random_mean'] else 'DOES NOT'} | {values} |")
+    for model in ("minilm", "digits"):
+        mine = [v for v in doc["verdicts"] if v["model"] == model]
+        if mine:
+            both = sum(v["vs_uniform"] and v["uniform_costs_no_less"] for v in mine)
+            lines += ["", f"{model}: strictly better than the uniform plan at {sum(v['vs_uniform'] for v in mine)} "
+                      f"of {len(mine)} budgets ({both} with the uniform plan measured no cheaper), than the mean of "
+                      f"the random plans at {sum(bool(v['vs_random_mean']) for v in mine)}."]
     for model in ("minilm", "digits"):
         for key, what in (("prediction_error", "predicted vs measured end-to-end latency"),
                           ("fraction_error", "predicted vs measured fraction of the dense model")):
