@@ -87,14 +87,11 @@ def w8a8_tie_samples(graph, *inputs, ulps: int = 8) -> np.ndarray:
     return (torch.stack(margins).min(0).values < ulps).numpy()
 
 
-def relative_error(out, ref) -> float:
-    out, ref = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
 @pytest.fixture
 def rel_err():
-    return relative_error
+    from sparsecc.fidelity import relative_diff
+
+    return relative_diff
 
 
 def pytest_configure(config):

@@ -16,7 +16,7 @@ import torch
 import sparsecc
 from sparsecc.compiler import capture, compress_graph
 from sparsecc.errors import InputError, SparseccError
-from sparsecc.fidelity import check_fidelity
+from sparsecc.fidelity import check_fidelity, relative_diff as rel
 from sparsecc.interpreter import run_graph
 from sparsecc.ir import encodings as E
 from sparsecc.ir.encodings import QuantSpec
@@ -30,11 +30,6 @@ from sparsecc.passes.pipeline import canonicalize
 from conftest import w8a8_tie_samples
 
 pytestmark = pytest.mark.xdist_group("compress")
-
-
-def rel(out, ref):
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 # ---- the spec grammar -----------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from sparsecc.errors import VerificationError
+from sparsecc.fidelity import relative_diff as rel
 from sparsecc.interpreter import run_graph
 from sparsecc.ir import encodings as E
 from sparsecc.ir.encodings import EncodedWeight, QuantSpec
@@ -392,11 +393,6 @@ def linear_graph(enc, lead, bias, act, seed=0):
     E.store(g, "w", enc)
     verify(g)
     return g
-
-
-def rel(out, ref):
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 @pytest.mark.parametrize("kind,shape", KERNEL_CASES)

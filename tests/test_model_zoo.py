@@ -9,14 +9,11 @@ import onnx
 import pytest
 
 import sparsecc
+from sparsecc.fidelity import relative_diff as relative_error
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MODELS = ["resnet50", "densenet121", "inception_v1", "inception_v2", "vgg19", "shufflenet", "squeezenet",
           "bvlc_alexnet", "zfnet512"]
-
-
-def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 @pytest.mark.slow
