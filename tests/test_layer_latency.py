@@ -226,3 +226,27 @@ def test_layers_timed_in_turns_are_held_in_bounded_groups(monkeypatch):
     assert [[k for k, _ in g] for g in layer_latency._groups_in_turn(keys)] == [keys[:2], keys[2:]]
     monkeypatch.setattr(layer_latency, "BYTES_IN_TURN", 1)  # every layer alone, however small
     assert [len(g) for g in layer_latency._groups_in_turn(keys)] == [1, 1, 1]
+
+
+def test_layers_are_less_the_empty_call_timed_in_turns_with_them(tmp_path, monkeypatch):
+    """measure_many times an empty call in turns with each group of layers and subtracts that group's one: an
+    empty call cached minutes earlier, in a busier spell of the machine, once took the whole time of a small CNN's
+    compressed layers, and every plan of it was predicted as fast as dense."""
+    from sparsecc.backends.tvm import layer_latency
+
+    keys = list(dict.fromkeys(layer_keys(small_net(), {"batch": 1}).values()))
+    monkeypatch.setattr(layer_latency, "LAYERS_IN_TURN", 2)
+    spells = iter([0.010, 0.030])  # the empty call's ms in the first group's spell, then in the second's
+    groups: list[int] = []
+
+    def timed_in_turn(fns, *_):
+        empty = next(spells)
+        groups.append(len(fns))
+        return [[empty] * 5] + [[empty + 0.001 * (i + 1)] * 5 for i in range(len(fns) - 1)]
+
+    monkeypatch.setattr(layer_latency, "quietest_windows", timed_in_turn)
+    table = LatencyTable("x86", cache_dir=tmp_path)
+    table.entries[layer_latency.EMPTY_CALL] = {"median_ms": 1.0}  # cached from another spell: not subtracted
+    ms = table.measure_many(keys, progress=False)
+    assert groups == [3, 2]  # the empty call, then the group's layers
+    assert [ms[k] for k in keys] == pytest.approx([0.001, 0.002, 0.001])

@@ -499,7 +499,8 @@ class LatencyTable:
         return _stats(times)
 
     def overhead_ms(self) -> float:
-        """Median time of an empty call (a compiled graph that returns its input), measured once and cached."""
+        """Median time of an empty call (a compiled graph that returns its input), measured once and cached: what
+        ``measure`` subtracts (``measure_many`` times one with each group of layers instead)."""
         if EMPTY_CALL not in self.entries:
             self.entries[EMPTY_CALL] = self._time(*empty_graph())
             self._save()
@@ -572,14 +573,18 @@ class LatencyTable:
                       disable=not progress or not todo, transient=True) as bar:
             task = bar.add_task("measuring layers", total=len(todo))
             if todo and self.measure_fn is None and runs_here(self.target):
-                # built in groups, each group's layers timed in turns: their ratios come from the same spells
-                overhead = self.overhead_ms()
-                measurer = LocalMeasurer(self.target, self.budget_s)
+                # built in groups, each group's layers timed in turns with an empty call: their ratios, and the
+                # overhead each one less, come from the same spells (an empty call cached minutes earlier, in a
+                # busier spell, once took the whole time of a small CNN's compressed layers)
+                measurer, empty = LocalMeasurer(self.target, self.budget_s), empty_graph()
                 for group in _groups_in_turn(todo):
                     bar.update(task, description=f"building {len(group)} layers, then timing them in turns")
-                    timed = measurer.time_many([graph for _, graph in group], built=lambda: bar.advance(task))
+                    is_layer = iter([False] + [True] * len(group))
+                    timed = measurer.time_many([empty, *(graph for _, graph in group)],
+                                               built=lambda: next(is_layer) and bar.advance(task))
+                    overhead = _stats(timed[0])["median_ms"]
                     self.entries.update({key.id: _layer_entry(_stats(times), overhead)
-                                         for (key, _), times in zip(group, timed)})
+                                         for (key, _), times in zip(group, timed[1:])})
                     self._save()
             else:  # a custom measure_fn (RPC) times one layer at a time
                 for key in todo:
