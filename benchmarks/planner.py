@@ -264,8 +264,8 @@ def verdicts(doc: dict) -> list[dict]:
     """Per model and budget: Hessian plan vs its uniform plan and vs the mean of the random plans, strictly
     better on each ``JUDGED`` metric (all metrics are kept in the record), the metrics on which the uniform plan
     scores above the dense model itself (a plan faithful to dense cannot beat it there), whether the uniform plan
-    measured at least the Hessian plan's cost (latency budgets: measured fraction of the dense model timed in turn; size
-    budgets: bytes); predicted vs measured latency."""
+    measured at least the Hessian plan's cost (latency budgets: measured fraction of the dense model timed in
+    turn; size budgets: bytes); predicted vs measured latency."""
     out = []
     for model in ("minilm", "digits"):
         if model not in doc:
@@ -331,8 +331,8 @@ def write_markdown(doc: dict, path: Path) -> None:
                       f"Hessian layer ranking seed 0 vs 1: Spearman {d['seed_spearman']:.4f}."]
         lines.append("")
     lines += ["## Verdicts", "",
-              "| model | budget | judged on | vs uniform (strictly better) | uniform above dense on | uniform measured no "
-              "cheaper | vs mean of random | Hessian / uniform / random mean |", "|---|---|---|---|---|---|---|---|"]
+              "| model | budget | judged on | vs uniform (strictly better) | uniform above dense on | uniform measured "
+              "no cheaper | vs mean of random | Hessian / uniform / random mean |", "|" + "---|" * 8]
     for v in doc["verdicts"]:
         values = "; ".join(f"{m} {v['hessian'][m]:.4f} / {v['uniform_values'][m]:.4f} / {v['random_mean'][m]:.4f}"
                            for m in v["hessian"])
@@ -340,8 +340,7 @@ def write_markdown(doc: dict, path: Path) -> None:
                  else f"{v['uniform_cost'] / 1e3:.1f} vs {v['hessian_cost'] / 1e3:.1f} kB")
         lines.append(f"| {v['model']} | {v['budget']} ({v['uniform']}) | {', '.join(v['judged_on'])} | "
                      f"{'holds' if v['vs_uniform'] else 'DOES NOT'} | {', '.join(v['uniform_above_dense']) or '-'} | "
-                     f"{'yes' if v['uniform_costs_no_less'] else 'NO'} "
-                     f"({costs}) | "
+                     f"{'yes' if v['uniform_costs_no_less'] else 'NO'} ({costs}) | "
                      f"{'holds' if v['vs_random_mean'] else 'DOES NOT'} | {values} |")
     for model in ("minilm", "digits"):
         mine = [v for v in doc["verdicts"] if v["model"] == model]
