@@ -230,8 +230,8 @@ def test_layers_timed_in_turns_are_held_in_bounded_groups(monkeypatch):
 
 def test_layers_are_less_the_empty_call_timed_in_turns_with_them(tmp_path, monkeypatch):
     """measure_many times an empty call in turns with each group of layers and subtracts that group's one: an
-    empty call cached minutes earlier, in a busier spell of the machine, once took the whole time of a small CNN's
-    compressed layers, and every plan of it was predicted as fast as dense."""
+    empty call cached minutes earlier once read about as long as a small CNN's compressed layers took, and every
+    plan of it was predicted as fast as dense."""
     from sparsecc.backends.tvm import layer_latency
 
     keys = list(dict.fromkeys(layer_keys(small_net(), {"batch": 1}).values()))

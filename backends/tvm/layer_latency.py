@@ -574,8 +574,8 @@ class LatencyTable:
             task = bar.add_task("measuring layers", total=len(todo))
             if todo and self.measure_fn is None and runs_here(self.target):
                 # built in groups, each group's layers timed in turns with an empty call: their ratios, and the
-                # overhead each one less, come from the same spells (an empty call cached minutes earlier, in a
-                # busier spell, once took the whole time of a small CNN's compressed layers)
+                # overhead each one less, come from the same spells (an empty call cached minutes earlier once
+                # read about as long as a small CNN's compressed layers took, and they counted as free)
                 measurer, empty = LocalMeasurer(self.target, self.budget_s), empty_graph()
                 for group in _groups_in_turn(todo):
                     bar.update(task, description=f"building {len(group)} layers, then timing them in turns")
