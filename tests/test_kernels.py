@@ -69,19 +69,37 @@ def test_fused_gelu_epilogue_and_schedule_applied():
 AVX2, AVX512 = {"kind": "llvm", "mcpu": "haswell"}, {"kind": "llvm", "mcpu": "znver4"}
 
 
-@pytest.mark.parametrize("target,budget,rows", [(AVX2, 6, 4), (AVX512, 24, 8), ("arm64", 6, 4)],
+@pytest.mark.parametrize("target,budget,shape", [(AVX2, 6, (4, 1)), (AVX512, 15, (4, 3)), ("arm64", 6, (4, 1))],
                          ids=["avx2", "avx512", "arm64"])
-def test_register_tile_fits_the_target_registers(target, budget, rows):
-    """A tile row of 16 float32 lanes costs one AVX-512 register, two AVX2 ones, four NEON ones: the tile takes as
-    many rows as 3/4 of the register file holds (128 rows: 8 with AVX-512; 4 with AVX2, where 8 spilled on every
-    FMA) and still computes the same thing."""
+def test_register_tile_fits_the_target_registers(target, budget, shape):
+    """A tile row of 16 float32 lanes costs one AVX-512 register, two AVX2 ones, four NEON ones. The accumulators
+    take at most 3/4 of the register file and stay under TVM's 1 KiB stack allocation (15 of 16 lanes); beside them
+    the registers must hold a weight vector per block and the broadcast input. MiniLM's 128 x 384 -> 1536 GEMM:
+    AVX-512 takes 4 rows x 3 blocks (12 accumulators, 7 loads per 12 FMAs), AVX2 and NEON 4 rows x 1 block (2 x 3
+    would need 19 ymm registers). GEMV takes 4 blocks of one row."""
     from sparsecc.backends.tvm import resolve_target
-    from sparsecc.backends.tvm.kernels.matmul import tile_rows
-    from sparsecc.backends.tvm.kernels.tiling import accumulator_budget
+    from sparsecc.backends.tvm.kernels.matmul import tile_shape
+    from sparsecc.backends.tvm.kernels.tiling import accumulator_budget, vector_registers
 
-    assert accumulator_budget(resolve_target(target), 16) == budget
-    assert tile_rows(tvm.tirx.IntImm("int32", 128), budget=budget) == rows
-    assert tile_rows(tvm.tirx.IntImm("int32", 1), budget=budget) == 1
+    t = resolve_target(target)
+    assert accumulator_budget(t, 16) == budget
+    vector_lanes, registers = vector_registers(t)
+    rows = tvm.tirx.IntImm("int32", 128)
+    assert tile_shape(rows, 1536 // 16, budget, 16 // vector_lanes, registers) == shape
+    assert tile_shape(tvm.tirx.IntImm("int32", 1), 1536 // 16, budget, 16 // vector_lanes, registers) == (1, 4)
+
+
+def test_gemm_tile_shape_picks_rows_that_divide_and_blocks_that_divide():
+    """4096 outputs are 256 blocks of 16, which 3 does not divide: AVX-512 takes 4 rows x 2 blocks (as few loads per
+    FMA as 2 x 4, more rows); a symbolic ``batch * 128`` rows still tile by 4 without a bounds check; a quantized
+    weight's two tiles (group sums and outputs) share the registers."""
+    from sparsecc.backends.tvm.kernels.matmul import tile_shape
+
+    rows = tvm.tirx.IntImm("int32", 128)
+    assert tile_shape(rows, 256, 15) == (4, 2)
+    batch = tvm.tirx.Var("batch", "int64")
+    assert tile_shape(batch * 128, 96, 15) == (4, 3)
+    assert tile_shape(rows, 96, 12, tiles=2) == (4, 3)  # 24 accumulators + 3 weight vectors + 1 broadcast <= 32
 
 
 @pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx2", tvm.target.Target(

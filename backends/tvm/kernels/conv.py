@@ -28,10 +28,8 @@ ROWS = (6, 8, 4, 3, 2, 1)
 registers (``tiling.accumulator_budget``) is taken (no tail)."""
 PACKED_BLOCKS = 2
 """``conv2d_packed``'s tile: one output row x up to this many blocks of 16 channels (14 accumulators for a
-7-pixel row), as many as divide the channel blocks and keep the tile within ``TILE_BYTES`` and the registers."""
-TILE_BYTES = 1024
-"""TVM's stack-allocation limit: a bigger tile moves its accumulators to a workspace buffer, and every FMA stores
-to memory (a 14-pixel x 32-channel tile ran 15x slower)."""
+7-pixel row), as many as divide the channel blocks and fit ``tiling.accumulator_budget`` (registers, and TVM's
+stack-allocation limit)."""
 
 
 def conv2d_direct(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Sequence[int],
@@ -192,8 +190,8 @@ class PackedConv2D(dl.ScheduleRule):
         b, o, h, v = sch.get_loops(out)
         width, channel_blocks = int(sch.get(v).extent), int(sch.get(o).extent) // lanes
         budget = accumulator_budget(target, lanes)
-        blocks = next(k for k in range(PACKED_BLOCKS, 0, -1) if channel_blocks % k == 0 and (
-            (width * k * lanes * 4 <= TILE_BYTES and width * k <= budget) or k == 1))
+        blocks = next(k for k in range(PACKED_BLOCKS, 0, -1)
+                      if channel_blocks % k == 0 and (width * k <= budget or k == 1))
         oo, oi = sch.split(o, [None, blocks * lanes])
         sch.reorder(b, oo, h, v, oi)
         sch.compute_at(conv, h, preserve_unit_loops=True)

@@ -26,11 +26,20 @@ def vector_registers(target: Target) -> tuple[int, int]:
     return 4, 16
 
 
-def accumulator_budget(target: Target, lanes: int) -> int:
-    """How many ``lanes``-wide accumulators a register tile may keep on ``target`` (one needs ``lanes`` / the
-    vector's lanes registers)."""
+TILE_BYTES = 1024
+"""TVM's stack-allocation limit (``kMaxStackAlloca``): a scratch tile of this many bytes or more comes from the
+workspace pool instead, where LLVM cannot keep the accumulators in registers and every FMA stores to memory (a
+14-pixel x 32-channel convolution tile ran 15x slower; a GEMM tile of 4 rows x 64 lanes, exactly 1 KiB, 0.56x the
+4 x 48 one)."""
+
+
+def accumulator_budget(target: Target, lanes: int, tiles: int = 1) -> int:
+    """How many ``lanes``-wide float32/int32 accumulators each of ``tiles`` register tiles may keep on ``target``:
+    together they fit its ``ACCUMULATOR_SHARE`` of the registers (an accumulator needs ``lanes`` / the vector's
+    lanes registers), and each one's scratch buffer stays under ``TILE_BYTES``."""
     vector_lanes, registers = vector_registers(target)
-    return max(1, int(registers * ACCUMULATOR_SHARE) // max(1, -(-lanes // vector_lanes)))
+    in_registers = int(registers * ACCUMULATOR_SHARE) // (tiles * max(1, -(-lanes // vector_lanes)))
+    return max(1, min(in_registers, (TILE_BYTES - 1) // (lanes * 4)))
 
 
 def tile_write_back(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV,
